@@ -1,0 +1,109 @@
+"""Causal multi-head self-attention, full-sequence and KV-cached, through SDPA (or flash-attn on CUDA).
+
+Masks are boolean, ``True`` = may attend. The full-sequence mask and the cached-step mask express the
+same rule, so cached decoding equals the full forward:
+
+* a token sees earlier-or-equal positions of its own row that are valid and not DPT queries;
+* a query token additionally sees itself (never another query);
+* a padding token sees itself (or position 0 in the cache) only, to keep softmax finite.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+try:  # optional CUDA kernels (extra "gpu"); SDPA is used everywhere else
+    from flash_attn import flash_attn_func
+except ImportError:
+    flash_attn_func = None
+
+
+def full_attention_mask(valid: Tensor, query: Tensor, dense: bool) -> Tensor | None:
+    """valid, query (B, T) bool -> mask (B, 1, T, T); None when the caller declares the batch ``dense``
+    (every token valid, no queries), where a plain causal mask suffices. Never reads tensor values on
+    the host, so it adds no device sync."""
+    if dense:
+        return None
+    t = valid.shape[1]
+    pos = torch.arange(t, device=valid.device)
+    causal = pos[None, :] <= pos[:, None]  # (T, T): key j <= query i
+    keyable = (valid & ~query)[:, None, :]  # (B, 1, T) keys kept in context
+    diag = (pos[None, :] == pos[:, None])[None]  # (1, T, T)
+    return ((causal[None] & keyable) | diag).unsqueeze(1)
+
+
+def cached_attention_mask(lengths: Tensor, n_commit: Tensor, valid: Tensor, kv_len: int) -> Tensor:
+    """Mask for k new tokens written after ``lengths`` cached ones.
+
+    lengths, n_commit (B,) long; valid (B, k) bool -> mask (B, 1, k, kv_len). New token j sits at
+    position lengths + j; the first n_commit new tokens join the context, the rest are queries.
+    """
+    k = valid.shape[1]
+    key_pos = torch.arange(kv_len, device=lengths.device)[None, None, :]  # (1, 1, kv)
+    new_pos = (lengths[:, None] + torch.arange(k, device=lengths.device)[None, :]).unsqueeze(-1)  # (B, k, 1)
+    context_end = (lengths + n_commit)[:, None, None]  # (B, 1, 1)
+    visible = (key_pos <= new_pos) & ((key_pos < context_end) | (key_pos == new_pos))
+    visible = visible | (~valid.unsqueeze(-1) & (key_pos == 0))
+    return visible.unsqueeze(1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d) -> q, k, v each (B, T, H, Dh)."""
+        b, t, _ = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)
+        return qkv.unbind(2)
+
+    def _merge(self, y: Tensor) -> Tensor:
+        """y (B, H, T, Dh) -> (B, T, d) after the output projection."""
+        b, _, t, _ = y.shape
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, -1)))
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d), mask (B, 1, T, T) or None (causal) -> (y (B, T, d), k, v (B, T, H, Dh))."""
+        q, k, v = self._split(x)
+        p = self.dropout if self.training else 0.0
+        if mask is None and flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+            y = flash_attn_func(q, k, v, dropout_p=p, causal=True).transpose(1, 2)  # (B, H, T, Dh)
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                attn_mask=mask, dropout_p=p, is_causal=mask is None,
+            )  # (B, H, T, Dh)
+        return self._merge(y), k, v
+
+    def forward_cached(
+        self,
+        x: Tensor,
+        cache_k: Tensor,
+        cache_v: Tensor,
+        slots: Tensor,
+        write_pos: Tensor,
+        kv_len: int,
+        mask: Tensor,
+    ) -> Tensor:
+        """Attend k new tokens to a slot's cached keys/values, writing the new ones into the cache.
+
+        x (B, k, d); cache_k, cache_v (S, Tcap + 1, H, Dh) for this layer (last column is scratch);
+        slots (B,) long; write_pos (B, k) long; mask (B, 1, k, kv_len) -> y (B, k, d).
+        """
+        q, k, v = self._split(x)
+        cache_k[slots[:, None], write_pos] = k.to(cache_k.dtype)
+        cache_v[slots[:, None], write_pos] = v.to(cache_v.dtype)
+        keys = cache_k[slots, :kv_len].transpose(1, 2).to(q.dtype)  # (B, H, kv, Dh)
+        values = cache_v[slots, :kv_len].transpose(1, 2).to(q.dtype)  # (B, H, kv, Dh)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)  # (B, H, k, Dh)
+        return self._merge(y)

@@ -1,0 +1,109 @@
+"""Key/value cache for a pool of decoding slots (DESIGN.md decisions 2, 3, 10).
+
+One slot holds one session's context: per layer its keys and values, its length (kept on the host,
+so scheduling never reads device memory), and for every task-MoE layer the running sum of hidden
+states that gives the task router its causal prefix mean. Slots are reset or rebuilt one at a time
+without touching the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .configuration import T2MIRConfig
+
+
+class CacheCapacityError(ValueError):
+    """A step would write past a slot's capacity."""
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """What one batch row does to its slot: append ``n_commit`` context tokens, then read
+    ``n_query`` DPT query tokens that attend to the context but are not kept."""
+
+    slot: int
+    n_commit: int
+    n_query: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        """Valid tokens in this row."""
+        return self.n_commit + self.n_query
+
+
+class KVCache:
+    """Keys/values (L, S, max_tokens + 1, H, Dh); the last column is scratch for padding writes."""
+
+    def __init__(
+        self,
+        config: T2MIRConfig,
+        num_slots: int,
+        max_tokens: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+        self.num_slots = num_slots
+        self.max_tokens = int(max_tokens or config.max_context_tokens)
+        head_dim = config.d_model // config.n_heads
+        shape = (config.n_layers, num_slots, self.max_tokens + 1, config.n_heads, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        task_layers = config.moe.layer_indices(config.n_layers) if config.moe.task_moe else ()
+        self.route_sums = {
+            layer: torch.zeros(num_slots, config.d_model, device=device, dtype=torch.float32) for layer in task_layers
+        }
+        self.lengths = [0] * num_slots
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the cache tensors."""
+        return self.keys.device
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cache tensors."""
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, *self.route_sums.values()))
+
+    @staticmethod
+    def bytes_per_slot(config: T2MIRConfig, max_tokens: int, dtype: torch.dtype = torch.float32) -> int:
+        """Memory one slot costs, for sizing a pool under a memory bound."""
+        per_token = 2 * config.n_layers * config.d_model * torch.empty((), dtype=dtype).element_size()
+        return per_token * (max_tokens + 1) + 4 * config.d_model * config.n_layers
+
+    def reset(self, slots: Iterable[int]) -> None:
+        """Empty the given slots (their keys/values become unreachable; running sums are zeroed)."""
+        index = list(slots)
+        for slot in index:
+            self.lengths[slot] = 0
+        if index:
+            rows = torch.tensor(index, device=self.device)
+            for sums in self.route_sums.values():
+                sums[rows] = 0.0
+
+    def check(self, rows: list[StepRow], width: int) -> None:
+        """Refuse a step that repeats a slot, has an empty or too wide row, or overflows a slot."""
+        seen = set()
+        for row in rows:
+            if not 0 <= row.slot < self.num_slots:
+                raise ValueError(f"slot {row.slot} outside [0, {self.num_slots})")
+            if row.slot in seen:
+                raise ValueError(f"slot {row.slot} appears twice in one step")
+            seen.add(row.slot)
+            if row.n_commit < 0 or row.n_query < 0 or not 1 <= row.n_tokens <= width:
+                raise ValueError(f"row for slot {row.slot} needs 1..{width} tokens, got {row.n_tokens}")
+            if self.lengths[row.slot] + row.n_tokens > self.max_tokens:
+                raise CacheCapacityError(
+                    f"slot {row.slot} holds {self.lengths[row.slot]} tokens; {row.n_tokens} more exceed "
+                    f"its capacity of {self.max_tokens}"
+                )
+
+    def advance(self, rows: list[StepRow]) -> None:
+        """Record the committed tokens of a finished step."""
+        for row in rows:
+            self.lengths[row.slot] += row.n_commit

@@ -1,0 +1,43 @@
+"""Small random policies and token sequences shared by the model tests."""
+
+from __future__ import annotations
+
+import torch
+
+from t2mir_model import ActionSpec, MoEConfig, ObservationSpec, T2MIRConfig, T2MIRPolicy, TokenBatch, interleave_steps
+
+
+def tiny_config(backbone: str = "ad", discrete: bool = True, **moe: object) -> T2MIRConfig:
+    """A 2-layer d=32 config with both MoEs on unless overridden."""
+    action = ActionSpec("discrete", n=5) if discrete else ActionSpec("continuous", dim=3, low=(-2.0,) * 3, high=(2.0,) * 3)
+    return T2MIRConfig(
+        observation=ObservationSpec(4, mean=(0.1, 0.0, -0.2, 0.3), std=(1.0, 2.0, 0.5, 1.0)),
+        action=action,
+        backbone=backbone,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        dropout=0.0,
+        max_episode_steps=6,
+        context_episodes=3,
+        moe=MoEConfig(positions="all", **moe),
+    )
+
+
+def tiny_policy(seed: int = 0, **kwargs: object) -> T2MIRPolicy:
+    """A random tiny policy in eval mode."""
+    torch.manual_seed(seed)
+    return T2MIRPolicy(tiny_config(**kwargs)).eval()
+
+
+def random_steps(config: T2MIRConfig, n_steps: int, seed: int, batch: int = 1) -> TokenBatch:
+    """Random (s, a, r) tokens for ``n_steps`` steps of episodes of length max_episode_steps."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(batch, n_steps, config.observation.dim, generator=g)
+    if config.action.is_discrete:
+        act = torch.randint(0, config.action.n, (batch, n_steps), generator=g)
+    else:
+        act = torch.rand(batch, n_steps, config.action.dim, generator=g) * 4 - 2
+    rew = torch.randn(batch, n_steps, generator=g)
+    timestep = (torch.arange(n_steps) % config.max_episode_steps).repeat(batch, 1)
+    return interleave_steps(obs, act, rew, timestep, torch.ones(batch, n_steps, dtype=torch.bool))
