@@ -76,12 +76,21 @@ class CausalSelfAttention(nn.Module):
         """x (B, T, d), mask (B, 1, T, T) or None (causal) -> (y (B, T, d), k, v (B, T, H, Dh))."""
         q, k, v = self._split(x)
         p = self.dropout if self.training else 0.0
-        if mask is None and flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+        if (
+            mask is None
+            and flash_attn_func is not None
+            and x.is_cuda
+            and x.dtype in (torch.float16, torch.bfloat16)
+        ):
             y = flash_attn_func(q, k, v, dropout_p=p, causal=True).transpose(1, 2)  # (B, H, T, Dh)
         else:
             y = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_mask=mask, dropout_p=p, is_causal=mask is None,
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=mask,
+                dropout_p=p,
+                is_causal=mask is None,
             )  # (B, H, T, Dh)
         return self._merge(y), k, v
 

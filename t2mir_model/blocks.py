@@ -1,9 +1,9 @@
 """Pre-norm transformer blocks; an MoE block puts token-wise and task-wise MoE side by side.
 
-    x ──► LN ─► attention ─► + ──► LN ─► h ─┬─► token MoE (d/2) ─┐
-    └──────────────────────────┘            │                     concat ─► + ─► x'
-                                            └─► task MoE  (d/2) ─┘        │
-    (residual around each sublayer) ─────────────────────────────────────┘
+x ──► LN ─► attention ─► + ──► LN ─► h ─┬─► token MoE (d/2) ─┐
+└──────────────────────────┘            │                     concat ─► + ─► x'
+                                        └─► task MoE  (d/2) ─┘        │
+(residual around each sublayer) ─────────────────────────────────────┘
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model), nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model), nn.Dropout(dropout)
+        )
 
     def forward(self, h: Tensor) -> Tensor:
         """h (B, T, d) -> (B, T, d)."""
@@ -57,11 +59,25 @@ class MoELayer(nn.Module):
         self.layer = layer
         self.sequence_routing = moe.task_routing == "sequence"
         self.token = (
-            TokenMoE(d, width, hidden, moe.token_experts, moe.token_top_k, moe.noisy_gating, moe.w_imp, moe.w_load,
-                     config.dropout)
-            if moe.token_moe else None
+            TokenMoE(
+                d,
+                width,
+                hidden,
+                moe.token_experts,
+                moe.token_top_k,
+                moe.noisy_gating,
+                moe.w_imp,
+                moe.w_load,
+                config.dropout,
+            )
+            if moe.token_moe
+            else None
         )
-        self.task = TaskMoE(d, width, hidden, moe.task_experts, moe.task_top_k, config.dropout) if moe.task_moe else None
+        self.task = (
+            TaskMoE(d, width, hidden, moe.task_experts, moe.task_top_k, config.dropout)
+            if moe.task_moe
+            else None
+        )
 
     def task_input(self, h: Tensor, ctx: BlockContext) -> tuple[Tensor, Tensor]:
         """h (B, T, d) -> (h-bar (B, T, d), running sum after the chunk (B, d))."""
@@ -104,13 +120,17 @@ class TransformerBlock(nn.Module):
         x = x + attend(self.attn, self.ln1(x))
         return x, self.ln2(x)
 
-    def mix(self, x: Tensor, h: Tensor, ctx: BlockContext) -> tuple[Tensor, LayerRouting | None, Tensor | None]:
+    def mix(
+        self, x: Tensor, h: Tensor, ctx: BlockContext
+    ) -> tuple[Tensor, LayerRouting | None, Tensor | None]:
         """FFN / MoE sublayer -> (x' (B, T, d), routing or None, new task-router running sum or None)."""
         if self.moe is None:
             return x + self.ffn(h), None, None
         y, routing, new_sum = self.moe(h, ctx)
         return x + y, routing, new_sum
 
-    def forward(self, x: Tensor, ctx: BlockContext, attend: Attend) -> tuple[Tensor, LayerRouting | None, Tensor | None]:
+    def forward(
+        self, x: Tensor, ctx: BlockContext, attend: Attend
+    ) -> tuple[Tensor, LayerRouting | None, Tensor | None]:
         """x (B, T, d) -> (x' (B, T, d), routing or None, new task-router running sum or None)."""
         return self.mix(*self.attend(x, attend), ctx)

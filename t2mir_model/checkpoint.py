@@ -28,7 +28,12 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = "t2mir-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
-CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, README_FILE = "config.json", "model.safetensors", "card.json", "README.md"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, README_FILE = (
+    "config.json",
+    "model.safetensors",
+    "card.json",
+    "README.md",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -55,8 +60,11 @@ def build_card(policy: T2MIRPolicy, card: dict[str, Any]) -> dict[str, Any]:
         "variant": variant_name(config),
         "observation": {"dim": config.observation.dim},
         "action": {k: v for k, v in vars(config.action).items() if v is not None},
-        "normalisation": {"obs_mean": config.observation.mean, "obs_std": config.observation.std,
-                          "reward_scale": config.reward_scale},
+        "normalisation": {
+            "obs_mean": config.observation.mean,
+            "obs_std": config.observation.std,
+            "reward_scale": config.reward_scale,
+        },
         "parameters": policy.num_parameters(),
         "created": card.get("created", datetime.now(UTC).isoformat(timespec="seconds")),
         **{k: v for k, v in card.items() if k not in ("name", "version", "created")},
@@ -77,8 +85,13 @@ def variant_name(config: T2MIRConfig) -> str:
 
 
 def _render_readme(card: dict[str, Any]) -> str:
-    lines = [f"# {card['name']} ({card['variant']})", "", f"- environment: `{card['env_id']}`",
-             f"- version: {card['version']}", f"- parameters: {card['parameters']:,}"]
+    lines = [
+        f"# {card['name']} ({card['variant']})",
+        "",
+        f"- environment: `{card['env_id']}`",
+        f"- version: {card['version']}",
+        f"- parameters: {card['parameters']:,}",
+    ]
     if "training" in card:
         lines.append(f"- training: `{json.dumps(card['training'])}`")
     if "metrics" in card:
@@ -93,7 +106,9 @@ def save_checkpoint(policy: T2MIRPolicy, directory: str | Path, card: dict[str, 
     state = {k: v.detach().to("cpu").contiguous() for k, v in policy.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{WEIGHTS_FILE}.")
     os.close(fd)
-    save_file(state, tmp, metadata={"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_FORMAT_VERSION)})
+    save_file(
+        state, tmp, metadata={"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_FORMAT_VERSION)}
+    )
     os.replace(tmp, path / WEIGHTS_FILE)
     _atomic_write_text(path / CONFIG_FILE, json.dumps(policy.config.to_dict(), indent=2) + "\n")
     full_card = build_card(policy, card)
@@ -129,7 +144,9 @@ def read_card(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
 
 
-def load_checkpoint(cls: type[T2MIRPolicy], directory: str | Path, map_location: str | torch.device) -> T2MIRPolicy:
+def load_checkpoint(
+    cls: type[T2MIRPolicy], directory: str | Path, map_location: str | torch.device
+) -> T2MIRPolicy:
     """Build ``cls`` from a checkpoint directory, refusing missing, extra or mis-shaped tensors."""
     path = Path(directory)
     config = read_config(path)
@@ -153,8 +170,13 @@ def load_checkpoint(cls: type[T2MIRPolicy], directory: str | Path, map_location:
         if unexpected:
             details.append(f"unexpected tensors {unexpected[:5]}")
         if mismatched:
-            details.append("shape mismatch " + ", ".join(
-                f"{k}: stored {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}" for k in mismatched[:5]))
+            details.append(
+                "shape mismatch "
+                + ", ".join(
+                    f"{k}: stored {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
+                    for k in mismatched[:5]
+                )
+            )
         raise CheckpointError(f"{weights} does not match {path / CONFIG_FILE}: " + "; ".join(details))
     policy.load_state_dict(state)
     return policy.to(map_location).eval()

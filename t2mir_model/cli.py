@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("training.collect.command", "train", "collect offline learning-history datasets"),
@@ -25,13 +26,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _load(module_name: str, extra: str):
-    """Import a subcommand module, explaining which extra to install when it is missing."""
+def load_command(module_name: str, extra: str) -> ModuleType:
+    """Import a subcommand module, explaining which extra to install when a dependency is missing."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise SystemExit(f"t2mir: '{module_name}' is not part of this build") from exc
         hint = f" (install it with: pip install 't2mir[{extra}]')" if extra else ""
-        raise SystemExit(f"t2mir: this command needs the missing module '{exc.name}'{hint}") from exc
+        raise SystemExit(f"t2mir: this command needs the missing module '{missing}'{hint}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     name = argv[0]
     module_name, extra, help_text = SUBCOMMANDS[name]
-    module = _load(module_name, extra)
+    module = load_command(module_name, extra)
     command_parser = argparse.ArgumentParser(prog=f"t2mir {name}", description=help_text)
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])

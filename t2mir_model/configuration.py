@@ -81,7 +81,10 @@ class ActionSpec:
             high = tuple(float(v) for v in (self.high if self.high is not None else (1.0,) * self.dim))
             if len(low) != self.dim or len(high) != self.dim:
                 raise ConfigError("action.low", f"low and high need {self.dim} values each")
-            if any(not (lo < hi) or not math.isfinite(lo) or not math.isfinite(hi) for lo, hi in zip(low, high)):
+            if any(
+                not (lo < hi) or not math.isfinite(lo) or not math.isfinite(hi)
+                for lo, hi in zip(low, high, strict=True)
+            ):
                 raise ConfigError("action.high", "every bound must be finite with low < high")
             object.__setattr__(self, "low", low)
             object.__setattr__(self, "high", high)
@@ -142,7 +145,9 @@ class MoEConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"moe.{name}", "must be >= 0")
         if self.task_routing not in ("prefix", "sequence"):
-            raise ConfigError("moe.task_routing", f"must be 'prefix' or 'sequence', got {self.task_routing!r}")
+            raise ConfigError(
+                "moe.task_routing", f"must be 'prefix' or 'sequence', got {self.task_routing!r}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -153,7 +158,12 @@ class MoEConfig:
         """Indices of the blocks that hold an MoE layer (empty when both MoEs are off)."""
         if not self.enabled:
             return ()
-        named = {"top": (n_layers - 1,), "bottom": (0,), "middle": (n_layers // 2,), "all": tuple(range(n_layers))}
+        named = {
+            "top": (n_layers - 1,),
+            "bottom": (0,),
+            "middle": (n_layers // 2,),
+            "all": tuple(range(n_layers)),
+        }
         if self.positions in named:
             return named[self.positions]
         try:
@@ -161,7 +171,9 @@ class MoEConfig:
         except ValueError as exc:
             raise ConfigError("moe.positions", f"unknown position {self.positions!r}") from exc
         if not indices or any(not 0 <= i < n_layers for i in indices):
-            raise ConfigError("moe.positions", f"indices must lie in [0, {n_layers - 1}], got {self.positions!r}")
+            raise ConfigError(
+                "moe.positions", f"indices must lie in [0, {n_layers - 1}], got {self.positions!r}"
+            )
         return indices
 
 
@@ -228,7 +240,10 @@ class T2MIRConfig:
         data = dict(data)
         version = data.pop("schema_version", CONFIG_SCHEMA_VERSION)
         if version != CONFIG_SCHEMA_VERSION:
-            raise ConfigError("schema_version", f"unsupported config schema {version} (this build reads {CONFIG_SCHEMA_VERSION})")
+            raise ConfigError(
+                "schema_version",
+                f"unsupported config schema {version} (this build reads {CONFIG_SCHEMA_VERSION})",
+            )
         try:
             observation = ObservationSpec(**data.pop("observation"))
             action = ActionSpec(**data.pop("action"))

@@ -24,7 +24,9 @@ class TokenEmbedding(nn.Module):
         self.reward = nn.Linear(1, d)
         self.timestep = nn.Embedding(config.max_episode_steps, d)
         self.discrete = config.action.is_discrete
-        self.action = nn.Embedding(config.action.width, d) if self.discrete else nn.Linear(config.action.width, d)
+        self.action = (
+            nn.Embedding(config.action.width, d) if self.discrete else nn.Linear(config.action.width, d)
+        )
         self.reward_scale = config.reward_scale
         self.max_timestep = config.max_episode_steps - 1
         self.register_buffer("obs_mean", torch.tensor(obs.mean or (0.0,) * obs.dim), persistent=False)

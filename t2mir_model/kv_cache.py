@@ -56,7 +56,8 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         task_layers = config.moe.layer_indices(config.n_layers) if config.moe.task_moe else ()
         self.route_sums = {
-            layer: torch.zeros(num_slots, config.d_model, device=device, dtype=torch.float32) for layer in task_layers
+            layer: torch.zeros(num_slots, config.d_model, device=device, dtype=torch.float32)
+            for layer in task_layers
         }
         self.lengths = [0] * num_slots
 

@@ -43,8 +43,13 @@ class PolicyBatch:
 
     def to(self, device: torch.device | str) -> PolicyBatch:
         """The same batch on another device."""
-        return PolicyBatch(self.tokens.to(device), self.targets.to(device), self.target_mask.to(device),
-                           self.task_ids.to(device), self.dense)
+        return PolicyBatch(
+            self.tokens.to(device),
+            self.targets.to(device),
+            self.target_mask.to(device),
+            self.task_ids.to(device),
+            self.dense,
+        )
 
 
 class T2MIRPolicy(nn.Module):
@@ -56,7 +61,9 @@ class T2MIRPolicy(nn.Module):
         moe_layers = set(config.moe.layer_indices(config.n_layers))
         self.embed = TokenEmbedding(config)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(config, i, i in moe_layers) for i in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config, i, i in moe_layers) for i in range(config.n_layers)
+        )
         self.ln_f = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.action.width)
         self.task_layers = tuple(i for i in sorted(moe_layers) if config.moe.task_moe)
@@ -64,8 +71,12 @@ class T2MIRPolicy(nn.Module):
     # ----------------------------------------------------------------- full sequence
     def _context(self, tokens: TokenBatch, prev_count: Tensor, prev_sums: dict[int, Tensor]) -> BlockContext:
         return BlockContext(
-            valid=tokens.valid, keep=tokens.valid & ~tokens.query, query=tokens.query, kind=tokens.kind,
-            prev_count=prev_count, prev_sums=prev_sums,
+            valid=tokens.valid,
+            keep=tokens.valid & ~tokens.query,
+            query=tokens.query,
+            kind=tokens.kind,
+            prev_count=prev_count,
+            prev_sums=prev_sums,
         )
 
     def _head(self, x: Tensor) -> Tensor:
@@ -126,9 +137,15 @@ class T2MIRPolicy(nn.Module):
         if keys is not None and self.task_layers and self.config.moe.w_con > 0:
             key_reps = self.key_representations(keys.tokens, dense=keys.dense)
             terms = [
-                info_nce(r.task.logits_last, key_reps[r.layer], self.blocks[r.layer].moe.task.bilinear,
-                         batch.task_ids, keys.task_ids)
-                for r in out.routing if r.task is not None
+                info_nce(
+                    r.task.logits_last,
+                    key_reps[r.layer],
+                    self.blocks[r.layer].moe.task.bilinear,
+                    batch.task_ids,
+                    keys.task_ids,
+                )
+                for r in out.routing
+                if r.task is not None
             ]
             contrastive = torch.stack(terms).mean()
         total = action_loss + out.balance_loss + self.config.moe.w_con * contrastive
@@ -141,7 +158,9 @@ class T2MIRPolicy(nn.Module):
             self.blocks[layer].moe.task.momentum_update(self.config.moe.momentum)
 
     # ----------------------------------------------------------------- cached decoding
-    def new_cache(self, num_slots: int, max_tokens: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+    def new_cache(
+        self, num_slots: int, max_tokens: int | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
         """A KV cache on this policy's device for ``num_slots`` sessions."""
         param = next(self.parameters())
         return KVCache(self.config, num_slots, max_tokens, device=param.device, dtype=dtype or param.dtype)
@@ -170,12 +189,15 @@ class T2MIRPolicy(nn.Module):
         n_tokens = torch.tensor([r.n_tokens for r in rows], device=device)
         kv_len = max(length + r.n_tokens for length, r in zip(lengths_host, rows, strict=True))
         steps = torch.arange(k, device=device)[None, :]
-        write_pos = torch.where(steps < n_tokens[:, None], lengths[:, None] + steps, cache.max_tokens)  # (B, k)
+        write_pos = torch.where(
+            steps < n_tokens[:, None], lengths[:, None] + steps, cache.max_tokens
+        )  # (B, k)
         mask = cached_attention_mask(lengths, n_commit, tokens.valid, kv_len)
         ctx = self._context(tokens, lengths, {layer: s[slots] for layer, s in cache.route_sums.items()})
         x = self.embed(tokens)  # (B, k, d)
         routing: list[LayerRouting] = []
         for i, block in enumerate(self.blocks):
+
             def attend(attn, xn, i=i):
                 return attn.forward_cached(xn, cache.keys[i], cache.values[i], slots, write_pos, kv_len, mask)
 
@@ -189,7 +211,9 @@ class T2MIRPolicy(nn.Module):
         return DecodeOutput(head=head, last=last_valid(head, tokens.valid), routing=routing)
 
     # ----------------------------------------------------------------- actions
-    def select_action(self, head: Tensor, greedy: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    def select_action(
+        self, head: Tensor, greedy: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Head output (B, width) -> actions: (B,) long for discrete, (B, act_dim) raw units otherwise.
 
         Discrete actions are the argmax, or sampled from the softmax when ``greedy`` is False."""

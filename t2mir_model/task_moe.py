@@ -26,7 +26,9 @@ class TaskRouting:
     logits_last: Tensor  # (B, E) router output at the last valid token: the router representation z
 
 
-def prefix_mean(h: Tensor, keep: Tensor, query: Tensor, prev_sum: Tensor, prev_count: Tensor) -> tuple[Tensor, Tensor]:
+def prefix_mean(
+    h: Tensor, keep: Tensor, query: Tensor, prev_sum: Tensor, prev_count: Tensor
+) -> tuple[Tensor, Tensor]:
     """Causal mean of context hidden states, continuing a running sum.
 
     h (B, T, d); keep (B, T) 1 for tokens that join the context; query (B, T) 1 for DPT queries
@@ -57,7 +59,9 @@ def last_valid(x: Tensor, valid: Tensor) -> Tensor:
 class TaskMoE(nn.Module):
     """Routes all tokens of a trajectory prefix to the same top-k experts by h-bar."""
 
-    def __init__(self, d_model: int, out: int, hidden: int, n_experts: int, top_k: int, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, out: int, hidden: int, n_experts: int, top_k: int, dropout: float
+    ) -> None:
         super().__init__()
         self.router = RouterMLP(d_model, n_experts)
         self.key_router = RouterMLP(d_model, n_experts)

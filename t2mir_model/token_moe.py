@@ -25,8 +25,16 @@ class TokenMoE(nn.Module):
     """Routes each token to its top-k of E experts by its own hidden state."""
 
     def __init__(
-        self, d_model: int, out: int, hidden: int, n_experts: int, top_k: int, noisy: bool,
-        w_imp: float, w_load: float, dropout: float,
+        self,
+        d_model: int,
+        out: int,
+        hidden: int,
+        n_experts: int,
+        top_k: int,
+        noisy: bool,
+        w_imp: float,
+        w_load: float,
+        dropout: float,
     ) -> None:
         super().__init__()
         self.router = RouterMLP(d_model, n_experts)
@@ -58,5 +66,6 @@ class TokenMoE(nn.Module):
         selected = (gates > 0).to(h.dtype) * flat_w[:, None]  # (N, E)
         modality = F.one_hot(kind.reshape(b * t), 3).to(h.dtype)  # (N, 3)
         balance = self.w_imp * cv_squared(importance) + self.w_load * cv_squared(load)
-        return y, TokenRouting(counts=modality.T @ selected, importance=importance, load=load, balance_loss=balance)
-
+        return y, TokenRouting(
+            counts=modality.T @ selected, importance=importance, load=load, balance_loss=balance
+        )

@@ -41,7 +41,9 @@ class TokenBatch:
 _FIELDS = ("kind", "obs", "action", "reward", "timestep", "valid", "query")
 
 
-def interleave_steps(obs: Tensor, action: Tensor, reward: Tensor, timestep: Tensor, valid: Tensor) -> TokenBatch:
+def interleave_steps(
+    obs: Tensor, action: Tensor, reward: Tensor, timestep: Tensor, valid: Tensor
+) -> TokenBatch:
     """Turn per-step arrays into the s, a, r token sequence.
 
     obs (B, T, obs_dim), action (B, T) or (B, T, act_dim), reward (B, T), timestep (B, T),
@@ -65,7 +67,9 @@ def interleave_steps(obs: Tensor, action: Tensor, reward: Tensor, timestep: Tens
     )
 
 
-def append_queries(prompt: TokenBatch, query_obs: Tensor, query_timestep: Tensor, query_valid: Tensor) -> TokenBatch:
+def append_queries(
+    prompt: TokenBatch, query_obs: Tensor, query_timestep: Tensor, query_valid: Tensor
+) -> TokenBatch:
     """Put DPT query states after the prompt (DESIGN.md decision 3).
 
     prompt (B, K), query_obs (B, Q, obs_dim), query_timestep (B, Q), query_valid (B, Q)
@@ -77,7 +81,9 @@ def append_queries(prompt: TokenBatch, query_obs: Tensor, query_timestep: Tensor
     return TokenBatch(
         kind=torch.cat([prompt.kind, torch.full((b, q), STATE, dtype=torch.long, device=device)], 1),
         obs=torch.cat([prompt.obs, query_obs], 1),
-        action=torch.cat([prompt.action, torch.zeros(action_shape, dtype=prompt.action.dtype, device=device)], 1),
+        action=torch.cat(
+            [prompt.action, torch.zeros(action_shape, dtype=prompt.action.dtype, device=device)], 1
+        ),
         reward=torch.cat([prompt.reward, torch.zeros(b, q, dtype=prompt.reward.dtype, device=device)], 1),
         timestep=torch.cat([prompt.timestep, query_timestep], 1),
         valid=torch.cat([prompt.valid, query_valid], 1),

@@ -33,11 +33,15 @@ def test_batched_rows_of_different_lengths_match_full_forward(backbone, discrete
         while any(chunks.values()):
             active = [i for i in chunks if chunks[i]]
             sizes = [chunks[i].pop(0) for i in active]
-            parts = [slice_tokens(seqs[i], cursor[i], cursor[i] + n) for i, n in zip(active, sizes)]
-            rows = [StepRow(slot_of[i], n) for i, n in zip(active, sizes)]
+            parts = [
+                slice_tokens(seqs[i], cursor[i], cursor[i] + n) for i, n in zip(active, sizes, strict=True)
+            ]
+            rows = [StepRow(slot_of[i], n) for i, n in zip(active, sizes, strict=True)]
             out = policy.decode(cache, rows, pad_rows(parts))
-            for b, (i, n) in enumerate(zip(active, sizes)):
-                torch.testing.assert_close(out.head[b, :n], refs[i][cursor[i]:cursor[i] + n], atol=ATOL, rtol=0)
+            for b, (i, n) in enumerate(zip(active, sizes, strict=True)):
+                torch.testing.assert_close(
+                    out.head[b, :n], refs[i][cursor[i] : cursor[i] + n], atol=ATOL, rtol=0
+                )
                 torch.testing.assert_close(out.last[b], refs[i][cursor[i] + n - 1], atol=ATOL, rtol=0)
                 cursor[i] += n
     assert [cache.lengths[slot_of[i]] for i in range(3)] == [27, 15, 36]
@@ -50,17 +54,23 @@ def test_reset_and_rebuilt_rows_leave_other_slots_untouched():
     ref_a, ref_b, ref_c = (reference(policy, s) for s in (a, b, c))
     cache = policy.new_cache(num_slots=2, max_tokens=64)
     with torch.no_grad():
-        policy.decode(cache, [StepRow(0, 6), StepRow(1, 6)], pad_rows([slice_tokens(a, 0, 6), slice_tokens(b, 0, 6)]))
+        policy.decode(
+            cache, [StepRow(0, 6), StepRow(1, 6)], pad_rows([slice_tokens(a, 0, 6), slice_tokens(b, 0, 6)])
+        )
         # slot 0 is evicted and reused for session c; slot 1 keeps decoding session b
         cache.reset([0])
-        out = policy.decode(cache, [StepRow(0, 3), StepRow(1, 3)], pad_rows([slice_tokens(c, 0, 3), slice_tokens(b, 6, 9)]))
+        out = policy.decode(
+            cache, [StepRow(0, 3), StepRow(1, 3)], pad_rows([slice_tokens(c, 0, 3), slice_tokens(b, 6, 9)])
+        )
         torch.testing.assert_close(out.head[0, :3], ref_c[:3], atol=ATOL, rtol=0)
         torch.testing.assert_close(out.head[1, :3], ref_b[6:9], atol=ATOL, rtol=0)
         # slot 1 is rebuilt from its stored history (one long prefill) and continues step by step
         cache.reset([1])
         out = policy.decode(cache, [StepRow(1, 18)], slice_tokens(a, 0, 18))
         torch.testing.assert_close(out.head[0], ref_a[:18], atol=ATOL, rtol=0)
-        out = policy.decode(cache, [StepRow(1, 3), StepRow(0, 3)], pad_rows([slice_tokens(a, 18, 21), slice_tokens(c, 3, 6)]))
+        out = policy.decode(
+            cache, [StepRow(1, 3), StepRow(0, 3)], pad_rows([slice_tokens(a, 18, 21), slice_tokens(c, 3, 6)])
+        )
         torch.testing.assert_close(out.head[0, :3], ref_a[18:21], atol=ATOL, rtol=0)
         torch.testing.assert_close(out.head[1, :3], ref_c[3:6], atol=ATOL, rtol=0)
 
@@ -76,8 +86,16 @@ def test_dpt_queries_attend_to_the_prompt_and_are_not_kept():
     with torch.no_grad():
         policy.decode(cache, [StepRow(0, 18)], prompt)
         for j in range(3):
-            query = slice_tokens(append_queries(slice_tokens(prompt, 0, 0), q_obs[:, j:j + 1], q_t[:, j:j + 1],
-                                                torch.ones(1, 1, dtype=torch.bool)), 0, 1)
+            query = slice_tokens(
+                append_queries(
+                    slice_tokens(prompt, 0, 0),
+                    q_obs[:, j : j + 1],
+                    q_t[:, j : j + 1],
+                    torch.ones(1, 1, dtype=torch.bool),
+                ),
+                0,
+                1,
+            )
             out = policy.decode(cache, [StepRow(0, 0, 1)], query)
             torch.testing.assert_close(out.last[0], full[18 + j], atol=ATOL, rtol=0)
         assert cache.lengths[0] == 18
@@ -91,8 +109,12 @@ def test_dpt_query_with_empty_prompt():
     policy = tiny_policy(backbone="dpt")
     config = policy.config
     empty = slice_tokens(random_steps(config, 1, seed=0), 0, 0)
-    q = append_queries(empty, torch.randn(1, 1, config.observation.dim), torch.zeros(1, 1, dtype=torch.long),
-                       torch.ones(1, 1, dtype=torch.bool))
+    q = append_queries(
+        empty,
+        torch.randn(1, 1, config.observation.dim),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.ones(1, 1, dtype=torch.bool),
+    )
     cache = policy.new_cache(num_slots=1)
     with torch.no_grad():
         out = policy.decode(cache, [StepRow(0, 0, 1)], q)

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import torch
 
-from t2mir_model import ActionSpec, MoEConfig, ObservationSpec, T2MIRConfig, T2MIRPolicy, TokenBatch, interleave_steps
+from t2mir_model import (
+    ActionSpec,
+    MoEConfig,
+    ObservationSpec,
+    T2MIRConfig,
+    T2MIRPolicy,
+    TokenBatch,
+    interleave_steps,
+)
 
 
 def tiny_config(backbone: str = "ad", discrete: bool = True, **moe: object) -> T2MIRConfig:
     """A 2-layer d=32 config with both MoEs on unless overridden."""
-    action = ActionSpec("discrete", n=5) if discrete else ActionSpec("continuous", dim=3, low=(-2.0,) * 3, high=(2.0,) * 3)
+    action = (
+        ActionSpec("discrete", n=5)
+        if discrete
+        else ActionSpec("continuous", dim=3, low=(-2.0,) * 3, high=(2.0,) * 3)
+    )
     return T2MIRConfig(
         observation=ObservationSpec(4, mean=(0.1, 0.0, -0.2, 0.3), std=(1.0, 2.0, 0.5, 1.0)),
         action=action,
