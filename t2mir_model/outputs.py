@@ -20,15 +20,16 @@ class LayerRouting:
     task: TaskRouting | None
 
     def summary(self) -> dict[str, Tensor]:
-        """Scalar tensors for logging: load CV and normalised usage entropy of each router."""
+        """Scalar tensors (detached) for logging: load CV and normalised usage entropy of each router."""
         out: dict[str, Tensor] = {}
         if self.token is not None:
-            usage = self.token.counts.sum(0)
+            usage = self.token.counts.detach().sum(0)
             out["token_load_cv"] = cv_squared(usage).sqrt()
             out["token_entropy"] = normalised_entropy(usage)
         if self.task is not None:
-            out["task_load_cv"] = cv_squared(self.task.weights).sqrt()
-            out["task_entropy"] = normalised_entropy(self.task.weights)
+            weights = self.task.weights.detach()
+            out["task_load_cv"] = cv_squared(weights).sqrt()
+            out["task_entropy"] = normalised_entropy(weights)
         return out
 
 

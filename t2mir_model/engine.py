@@ -1,0 +1,199 @@
+"""The decoding engine shared by evaluation and serving (DESIGN.md decision 10).
+
+Given the histories of many sessions, it answers one action per session with as few forward passes
+as possible: sessions whose context is already in a cache slot append only their new tokens (AD:
+a_{t-1}, r_{t-1}, s_t; DPT: the query s_t), the others are (re)built from their history in one
+prefill row. Slots are recycled least-recently-used. The engine is synchronous and knows nothing
+about HTTP, stores or threads; the server's batcher and the evaluator drive it with plain data.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .history import SessionHistory, ad_context_tokens, dpt_context_tokens, query_tokens, step_tokens
+from .kv_cache import StepRow
+from .modeling import T2MIRPolicy
+from .outputs import LayerRouting
+from .tokens import TokenBatch, pad_rows
+
+
+@dataclass(frozen=True)
+class ActRequest:
+    """One session's turn: its history up to the current state s_t, and how to pick the action."""
+
+    key: Hashable
+    history: SessionHistory
+    seed: int | None = None
+    """None: greedy (argmax / tanh mean). An int: sample a discrete action with Gumbel noise drawn
+    from this seed, so a retried or replayed step gives the same action anywhere."""
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """The action for one request."""
+
+    action: Tensor  # () long or (act_dim,) float, on the CPU
+    cache_hit: bool
+
+
+@dataclass
+class EngineOutput:
+    """Actions in request order plus the routing statistics of every forward that produced them."""
+
+    results: list[ActResult]
+    routing: list[list[LayerRouting]]
+    new_tokens: int
+
+
+@dataclass
+class _Slot:
+    index: int
+    episode: int
+    t: int
+
+
+class DecodeEngine:
+    """Batched, KV-cached action selection for many sessions over a pool of cache slots."""
+
+    def __init__(
+        self, policy: T2MIRPolicy, num_slots: int, max_tokens: int | None = None, use_cache: bool = True
+    ) -> None:
+        self.policy = policy.eval()
+        self.config = policy.config
+        self.cache = policy.new_cache(num_slots, max_tokens)
+        self.use_cache = use_cache
+        self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
+        self._free = list(range(num_slots - 1, -1, -1))
+        action = self.config.action
+        self._action_example = (
+            torch.zeros((), dtype=torch.long) if action.is_discrete else torch.zeros(action.width)
+        )
+
+    @property
+    def num_slots(self) -> int:
+        """Size of the slot pool."""
+        return self.cache.num_slots
+
+    @property
+    def slots_used(self) -> int:
+        """Slots currently holding a session."""
+        return len(self._slots)
+
+    def is_cached(self, key: Hashable, history: SessionHistory) -> bool:
+        """True when ``key``'s next act can decode incrementally (no history needed)."""
+        slot = self._slots.get(key)
+        if slot is None or not self.use_cache or slot.episode != history.episode:
+            return False
+        return self.config.backbone == "dpt" or slot.t == history.t - 1
+
+    def is_cached_at(self, key: Hashable, episode: int, t: int) -> bool:
+        """Like ``is_cached`` from the session's position alone (episode index, timestep of s_t)."""
+        slot = self._slots.get(key)
+        if slot is None or not self.use_cache or slot.episode != episode:
+            return False
+        return self.config.backbone == "dpt" or slot.t == t - 1
+
+    def evict(self, key: Hashable) -> None:
+        """Forget a session's slot (after its history changed outside the engine, or it ended)."""
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            self._free.append(slot.index)
+
+    def _claim(self, key: Hashable, episode: int, t: int) -> int:
+        slot = self._slots.pop(key, None)
+        if slot is None:
+            if not self._free:
+                _, victim = self._slots.popitem(last=False)
+                self._free.append(victim.index)
+            index = self._free.pop()
+        else:
+            index = slot.index
+        self.cache.reset([index])
+        self._slots[key] = _Slot(index, episode, t)
+        return index
+
+    def _check(self, requests: Sequence[ActRequest]) -> None:
+        if len(requests) > self.num_slots:
+            raise ValueError(f"{len(requests)} requests exceed the {self.num_slots} cache slots")
+        if len({r.key for r in requests}) != len(requests):
+            raise ValueError("a session appears twice in one engine call")
+        for r in requests:
+            if r.history.t < 0:
+                raise ValueError(f"session {r.key!r} has no current observation")
+            if r.history.t >= self.config.max_episode_steps:
+                raise ValueError(
+                    f"session {r.key!r}: step {r.history.t} of an episode exceeds the model's "
+                    f"max_episode_steps={self.config.max_episode_steps}"
+                )
+
+    def _plan(self, request: ActRequest) -> tuple[TokenBatch, int, int, bool]:
+        """(tokens, n_commit, n_query, cache_hit) for one request; claims its slot."""
+        history = request.history
+        hit = self.is_cached(request.key, history)
+        if self.config.backbone == "ad":
+            tokens = (
+                step_tokens(history) if hit else ad_context_tokens(self.config, history, self._action_example)
+            )
+            return tokens, tokens.shape[1], 0, hit
+        if hit:
+            return query_tokens(history, self._action_example), 0, 1, True
+        tokens, prompt_len = dpt_context_tokens(history, self._action_example)
+        return tokens, prompt_len, 1, False
+
+    @torch.no_grad()
+    def act(self, requests: Sequence[ActRequest]) -> EngineOutput:
+        """Actions for a batch of sessions (each at most once). Rebuilt and incremental rows run as
+        two forwards so short rows are not padded to the length of a rebuilt context."""
+        self._check(requests)
+        for r in requests:  # mark every session of this batch as recently used before any eviction
+            if r.key in self._slots:
+                self._slots.move_to_end(r.key)
+        plans = [self._plan(r) for r in requests]
+        groups: dict[bool, list[int]] = {True: [], False: []}
+        for i, plan in enumerate(plans):
+            groups[plan[3]].append(i)
+        heads: dict[int, Tensor] = {}
+        routing: list[list[LayerRouting]] = []
+        new_tokens = 0
+        device = self.cache.device
+        for members in (groups[False], groups[True]):
+            if not members:
+                continue
+            rows = []
+            for i in members:
+                request = requests[i]
+                slot = (
+                    self._slots[request.key].index
+                    if plans[i][3]
+                    else self._claim(request.key, request.history.episode, request.history.t)
+                )
+                rows.append(StepRow(slot, plans[i][1], plans[i][2]))
+            tokens = pad_rows([plans[i][0] for i in members]).to(device)
+            out = self.policy.decode(self.cache, rows, tokens)
+            routing.append(out.routing)
+            new_tokens += sum(r.n_tokens for r in rows)
+            for i, head in zip(members, out.last, strict=True):
+                heads[i] = head
+        results = []
+        for i, request in enumerate(requests):
+            slot = self._slots[request.key]
+            slot.t = request.history.t
+            results.append(ActResult(self._select(heads[i], request.seed), plans[i][3]))
+            if not self.use_cache:
+                self.evict(request.key)
+        return EngineOutput(results, routing, new_tokens)
+
+    def _select(self, head: Tensor, seed: int | None) -> Tensor:
+        """Head output (width,) -> action on the CPU."""
+        if seed is None or not self.config.action.is_discrete:
+            return self.policy.select_action(head[None])[0].cpu()
+        generator = torch.Generator().manual_seed(seed)
+        uniform = torch.rand(head.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
+        gumbel = -torch.log(-torch.log(uniform))
+        return (torch.log_softmax(head.float().cpu(), -1) + gumbel).argmax(-1)

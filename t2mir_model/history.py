@@ -1,0 +1,166 @@
+"""A session's in-context history and the context each backbone reads from it (Algorithms 2 and 4).
+
+AD reads up to L-1 earlier episodes sorted by return (best last) followed by the open episode; DPT
+reads the previous episode as its prompt and the current state as its query. The order of AD's
+episodes changes only when an episode closes, so a cached context stays valid inside an episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .configuration import T2MIRConfig
+from .tokens import TokenBatch, append_queries, concat_tokens, interleave_steps, slice_tokens
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A closed episode: T steps of (s_t, a_t, r_t)."""
+
+    index: int
+    obs: Tensor  # (T, obs_dim) float32
+    actions: Tensor  # (T,) long or (T, act_dim) float32
+    rewards: Tensor  # (T,) float32
+
+    @property
+    def ret(self) -> float:
+        """Undiscounted return."""
+        return float(self.rewards.sum())
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+
+@dataclass
+class SessionHistory:
+    """Closed episodes kept for context plus the open episode up to its latest state s_t."""
+
+    episode: int = 0
+    """Index of the open episode."""
+    episodes: list[Episode] = field(default_factory=list)
+    obs: list[Tensor] = field(default_factory=list)
+    """s_0 .. s_t of the open episode, each (obs_dim,)."""
+    actions: list[Tensor] = field(default_factory=list)
+    """a_0 .. a_{t-1}: () long or (act_dim,) float."""
+    rewards: list[float] = field(default_factory=list)
+    """r_0 .. r_{t-1}."""
+
+    @property
+    def t(self) -> int:
+        """Timestep of the latest state in the open episode (-1 before the first observation)."""
+        return len(self.obs) - 1
+
+    def observe(self, obs: Tensor, reward: float | None = None, action: Tensor | None = None) -> None:
+        """Record the state s_t (and, after the first step, the previous action and its reward)."""
+        if self.obs:
+            if action is None or reward is None:
+                raise ValueError(
+                    "after the first step of an episode, the previous action and its reward are needed"
+                )
+            self.actions.append(action)
+            self.rewards.append(float(reward))
+        self.obs.append(obs)
+
+    def close(self, action: Tensor, reward: float) -> Episode:
+        """End the open episode with its last action and reward; returns the closed episode."""
+        if not self.obs:
+            raise ValueError("no open episode to close")
+        actions = [*self.actions, action]
+        episode = Episode(
+            index=self.episode,
+            obs=torch.stack(self.obs),
+            actions=torch.stack(actions),
+            rewards=torch.tensor([*self.rewards, float(reward)], dtype=torch.float32),
+        )
+        self.episodes.append(episode)
+        self.episode += 1
+        self.obs, self.actions, self.rewards = [], [], []
+        return episode
+
+
+def ad_context_episodes(episodes: list[Episode], n_episodes: int) -> list[Episode]:
+    """The ``n_episodes - 1`` best episodes by return, best last; ties go to the later episode."""
+    ranked = sorted(episodes, key=lambda e: (e.ret, e.index))
+    return ranked[len(ranked) - (n_episodes - 1) :] if n_episodes > 1 else []
+
+
+def dpt_prompt_episode(episodes: list[Episode]) -> Episode | None:
+    """The most recent closed episode, or None before the first one closes."""
+    return max(episodes, key=lambda e: e.index) if episodes else None
+
+
+def episode_tokens(episode: Episode) -> TokenBatch:
+    """A closed episode as one row of 3T tokens."""
+    t = len(episode)
+    return interleave_steps(
+        episode.obs[None],
+        episode.actions[None],
+        episode.rewards[None],
+        torch.arange(t)[None],
+        torch.ones(1, t, dtype=torch.bool),
+    )
+
+
+def open_episode_tokens(history: SessionHistory, action_example: Tensor) -> TokenBatch:
+    """s_0, a_0, r_0, ..., s_t of the open episode: one row of 3t + 1 tokens."""
+    t = history.t
+    actions = torch.stack([*history.actions, torch.zeros_like(action_example)])  # a_t is not known yet
+    rewards = torch.tensor([*history.rewards, 0.0], dtype=torch.float32)
+    steps = interleave_steps(
+        torch.stack(history.obs)[None],
+        actions[None],
+        rewards[None],
+        torch.arange(t + 1)[None],
+        torch.ones(1, t + 1, dtype=torch.bool),
+    )
+    return slice_tokens(steps, 0, 3 * t + 1)
+
+
+def step_tokens(history: SessionHistory) -> TokenBatch:
+    """The three tokens a_{t-1}, r_{t-1}, s_t appended at step t >= 1 of the open episode."""
+    t = history.t
+    previous = history.actions[t - 1]
+    steps = interleave_steps(
+        torch.stack(history.obs[t - 1 :])[None],
+        torch.stack([previous, previous])[None],
+        torch.tensor([[history.rewards[t - 1], 0.0]]),
+        torch.tensor([[t - 1, t]]),
+        torch.ones(1, 2, dtype=torch.bool),
+    )
+    return slice_tokens(steps, 1, 4)
+
+
+def query_tokens(history: SessionHistory, action_example: Tensor) -> TokenBatch:
+    """The current state s_t as a DPT query token (one row, one token)."""
+    empty = slice_tokens(
+        interleave_steps(
+            history.obs[-1][None, None],
+            action_example[None, None],
+            torch.zeros(1, 1),
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.ones(1, 1, dtype=torch.bool),
+        ),
+        0,
+        0,
+    )
+    return append_queries(
+        empty, history.obs[-1][None, None], torch.tensor([[history.t]]), torch.ones(1, 1, dtype=torch.bool)
+    )
+
+
+def ad_context_tokens(config: T2MIRConfig, history: SessionHistory, action_example: Tensor) -> TokenBatch:
+    """Full AD context for the open episode's latest state: sorted past episodes + open episode."""
+    past = [episode_tokens(e) for e in ad_context_episodes(history.episodes, config.context_episodes)]
+    return concat_tokens([*past, open_episode_tokens(history, action_example)])
+
+
+def dpt_context_tokens(history: SessionHistory, action_example: Tensor) -> tuple[TokenBatch, int]:
+    """DPT prompt (previous episode, possibly empty) followed by the query: (tokens, prompt length)."""
+    prompt = dpt_prompt_episode(history.episodes)
+    query = query_tokens(history, action_example)
+    if prompt is None:
+        return query, 0
+    return concat_tokens([episode_tokens(prompt), query]), 3 * len(prompt)

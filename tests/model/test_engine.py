@@ -1,0 +1,91 @@
+"""The decoding engine: cached and uncached engines pick identical actions, across episode
+boundaries, slot evictions and mixed batches of rebuilt and incremental rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_factory import tiny_policy
+
+from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.history import SessionHistory, ad_context_episodes, ad_context_tokens
+
+
+def run_sessions(engine: DecodeEngine, n_sessions: int, episodes: int, seed: int, sample: bool) -> list[list]:
+    """Drive random 'environments' through the engine in lockstep; returns every session's actions."""
+    config = engine.config
+    g = torch.Generator().manual_seed(seed)
+    histories = [SessionHistory() for _ in range(n_sessions)]
+    actions: list[list] = [[] for _ in range(n_sessions)]
+    steps = config.max_episode_steps
+    for _ in range(episodes):
+        for t in range(steps):
+            requests = []
+            for i, h in enumerate(histories):
+                obs = torch.randn(config.observation.dim, generator=g)
+                if t == 0:
+                    h.observe(obs)
+                else:
+                    h.observe(obs, reward=float(torch.randn((), generator=g)), action=actions[i][-1])
+                requests.append(ActRequest(i, h, seed=1000 * i + t if sample else None))
+            # sessions arrive in varying order and subsets
+            order = torch.randperm(n_sessions, generator=g).tolist()
+            for chunk in (order[: n_sessions // 2], order[n_sessions // 2 :]):
+                out = engine.act([requests[i] for i in chunk])
+                for i, res in zip(chunk, out.results, strict=True):
+                    actions[i].append(res.action)
+        for i, h in enumerate(histories):
+            h.close(actions[i][-1], float(torch.randn((), generator=g)))
+    return actions
+
+
+@pytest.mark.parametrize("backbone", ["ad", "dpt"])
+@pytest.mark.parametrize("discrete", [True, False])
+def test_cached_engine_matches_uncached_engine(backbone, discrete):
+    policy = tiny_policy(backbone=backbone, discrete=discrete)
+    cached = run_sessions(DecodeEngine(policy, num_slots=3), 5, episodes=4, seed=0, sample=discrete)
+    uncached = run_sessions(
+        DecodeEngine(policy, num_slots=5, use_cache=False), 5, episodes=4, seed=0, sample=discrete
+    )
+    for a, b in zip(cached, uncached, strict=True):
+        torch.testing.assert_close(torch.stack(a), torch.stack(b))
+
+
+def test_hits_and_misses():
+    policy = tiny_policy()
+    engine = DecodeEngine(policy, num_slots=2)
+    h = SessionHistory()
+    h.observe(torch.zeros(4))
+    assert not engine.act([ActRequest("a", h)]).results[0].cache_hit
+    h.observe(torch.ones(4), reward=1.0, action=torch.tensor(2))
+    assert engine.is_cached("a", h)
+    assert engine.act([ActRequest("a", h)]).results[0].cache_hit
+    engine.evict("a")
+    assert not engine.is_cached("a", h)
+
+
+def test_ad_context_sorts_by_return_best_last_and_keeps_l_minus_1():
+    policy = tiny_policy()
+    h = SessionHistory()
+    for ret in (3.0, 1.0, 5.0, 1.0):
+        h.observe(torch.zeros(4))
+        h.close(torch.tensor(0), ret)
+    chosen = ad_context_episodes(h.episodes, policy.config.context_episodes)
+    assert [e.ret for e in chosen] == [3.0, 5.0]
+    h.observe(torch.zeros(4))
+    tokens = ad_context_tokens(policy.config, h, torch.tensor(0))
+    assert tokens.shape == (1, 3 + 3 + 1)
+    assert tokens.reward[0, 2] == 3.0 and tokens.reward[0, 5] == 5.0
+
+
+def test_engine_refuses_overlong_episodes_and_oversized_batches():
+    policy = tiny_policy()
+    engine = DecodeEngine(policy, num_slots=1)
+    h = SessionHistory()
+    h.observe(torch.zeros(4))
+    for _ in range(policy.config.max_episode_steps):
+        h.observe(torch.zeros(4), reward=0.0, action=torch.tensor(0))
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        engine.act([ActRequest("a", h)])
+    with pytest.raises(ValueError, match="exceed"):
+        engine.act([ActRequest("a", SessionHistory()), ActRequest("b", SessionHistory())])

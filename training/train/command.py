@@ -1,0 +1,32 @@
+"""``t2mir train --config CONFIG [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from training.train.config import load_train_config
+from training.train.loop import train
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI flags of ``t2mir train``."""
+    parser.add_argument("--config", required=True, help="TOML file, or a name in training/configs/")
+    parser.add_argument("overrides", nargs="*", help="field=value overrides, e.g. steps=2000 out=runs/x")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last exists")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--stop-after", type=int, help="leave after this many steps with a resumable OUT/last"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print where the final checkpoint went."""
+    config = load_train_config(args.config, args.overrides)
+    result = train(
+        config, resume=not args.no_resume, progress=not args.no_progress, stop_after=args.stop_after
+    )
+    line = f"final checkpoint: {result.final_dir} ({result.steps} steps, {result.wall_seconds:.0f} s)"
+    if result.eval is not None:
+        line += f"; held-out last-episode mean return {result.eval.last_mean:.2f}"
+    print(line)
+    return 0
