@@ -1,0 +1,52 @@
+"""Session stores: where every session's in-context history lives (DESIGN.md decision 9).
+
+`MemorySessionStore` (in-process, embedded default) and `RedisSessionStore` (source of truth in
+compose) implement the same `SessionStore` protocol; one contract test suite runs against both.
+"""
+
+from server.store.errors import (
+    InvalidRecord,
+    InvalidSessionId,
+    SessionExists,
+    StoreError,
+    StoreUnavailable,
+)
+from server.store.memory import MemorySessionStore
+from server.store.models import (
+    SESSION_ID_PATTERN,
+    AppendOutcome,
+    Episode,
+    Retention,
+    SessionMeta,
+    SessionState,
+    StepRecord,
+    apply_retention,
+    is_valid_session_id,
+    normalize_record,
+    validate_session_id,
+)
+from server.store.protocol import SessionStore
+from server.store.redis_store import RedisSessionStore, is_unavailable_error
+
+__all__ = [
+    "SESSION_ID_PATTERN",
+    "AppendOutcome",
+    "Episode",
+    "InvalidRecord",
+    "InvalidSessionId",
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "Retention",
+    "SessionExists",
+    "SessionMeta",
+    "SessionState",
+    "SessionStore",
+    "StepRecord",
+    "StoreError",
+    "StoreUnavailable",
+    "apply_retention",
+    "is_unavailable_error",
+    "is_valid_session_id",
+    "normalize_record",
+    "validate_session_id",
+]

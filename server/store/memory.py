@@ -1,0 +1,211 @@
+"""In-process session store: the embedded default for single-process use (demo, laptop, tests).
+
+Same protocol and semantics as the Redis store. Each session is an immutable `_Entry`; a write
+builds the new entry completely (validation, JSON encoding, retention) and then swaps it in
+under a lock, so a failing call changes nothing and concurrent callers (tasks or threads) never
+see a half-applied append. Returned objects are copies: callers may mutate them freely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from server.store.errors import InvalidRecord, SessionExists
+from server.store.models import (
+    AppendOutcome,
+    Episode,
+    SessionMeta,
+    SessionState,
+    StepRecord,
+    apply_retention,
+    dumps_json,
+    is_valid_session_id,
+    normalize_record,
+    validate_session_id,
+)
+
+
+@dataclass
+class _Entry:
+    """One session. Everything but ``expires_at`` is replaced, never mutated."""
+
+    meta: SessionMeta  # metadata/last_response/returns are not read from here, see below
+    metadata_json: str
+    last_response_json: str | None
+    returns: tuple[float, ...]
+    episodes: tuple[Episode, ...]
+    current: tuple[StepRecord, ...]
+    expires_at: float | None
+
+
+class MemorySessionStore:
+    """Dict-backed `SessionStore` with a lazily enforced idle TTL.
+
+    Args:
+        ttl_seconds: idle time after which a session disappears (None: never). Every `load` and
+            `append` restarts the countdown.
+        clock: monotonic clock in seconds, injectable for tests.
+    """
+
+    def __init__(
+        self, *, ttl_seconds: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be > 0 or None")
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Entry] = {}
+        self._next_sweep = clock() + (ttl_seconds or 0.0)
+
+    # -- helpers (call with the lock held) -------------------------------------------------
+
+    def _deadline(self) -> float | None:
+        return None if self._ttl is None else self._clock() + self._ttl
+
+    def _live(self, session_id: str) -> _Entry | None:
+        entry = self._sessions.get(session_id)
+        if entry is not None and entry.expires_at is not None and self._clock() >= entry.expires_at:
+            del self._sessions[session_id]
+            return None
+        return entry
+
+    def _maybe_sweep(self) -> None:
+        if self._ttl is not None and self._clock() >= self._next_sweep:
+            self._purge()
+            self._next_sweep = self._clock() + self._ttl
+
+    def _purge(self) -> int:
+        now = self._clock()
+        dead = [k for k, e in self._sessions.items() if e.expires_at is not None and now >= e.expires_at]
+        for key in dead:
+            del self._sessions[key]
+        return len(dead)
+
+    @staticmethod
+    def _meta_out(entry: _Entry) -> SessionMeta:
+        last = None if entry.last_response_json is None else json.loads(entry.last_response_json)
+        return replace(
+            entry.meta,
+            metadata=json.loads(entry.metadata_json),
+            last_response=last,
+            returns=list(entry.returns),
+        )
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    async def create(self, meta: SessionMeta) -> None:
+        """Store a new empty session; raise `SessionExists` / `InvalidSessionId` / `InvalidRecord`."""
+        session_id = validate_session_id(meta.session_id)
+        metadata_json = dumps_json(meta.metadata, "metadata")
+        fresh = SessionMeta(
+            session_id=session_id,
+            owner=meta.owner,
+            model=meta.model,
+            model_version=meta.model_version,
+            backbone=meta.backbone,
+            retention=meta.retention,
+            metadata={},
+            created_at=float(meta.created_at),
+        )
+        with self._lock:
+            self._maybe_sweep()
+            if self._live(session_id) is not None:
+                raise SessionExists(session_id)
+            self._sessions[session_id] = _Entry(fresh, metadata_json, None, (), (), (), self._deadline())
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """Full state (copies) or None; refreshes the TTL."""
+        if not is_valid_session_id(session_id):
+            return None
+        with self._lock:
+            entry = self._live(session_id)
+            if entry is None:
+                return None
+            entry.expires_at = self._deadline()
+        episodes = [Episode(e.index, e.ret, [r.copy() for r in e.records]) for e in entry.episodes]
+        return SessionState(self._meta_out(entry), episodes, [r.copy() for r in entry.current])
+
+    async def get_meta(self, session_id: str) -> SessionMeta | None:
+        """Metadata with progress fields, or None; does not touch the TTL."""
+        if not is_valid_session_id(session_id):
+            return None
+        with self._lock:
+            entry = self._live(session_id)
+        return None if entry is None else self._meta_out(entry)
+
+    async def append(self, session_id: str, record: StepRecord, response: dict[str, Any]) -> AppendOutcome:
+        """Atomic, idempotent append keyed on ``record.step`` (see `SessionStore.append`)."""
+        rec = normalize_record(record)
+        response_json = dumps_json(response, "response")
+        if not is_valid_session_id(session_id):
+            return AppendOutcome("missing")
+        with self._lock:
+            entry = self._live(session_id)
+            if entry is None:
+                return AppendOutcome("missing")
+            entry.expires_at = self._deadline()
+            meta = entry.meta
+            if meta.last_step is not None and rec.step == meta.last_step:
+                stored = None if entry.last_response_json is None else json.loads(entry.last_response_json)
+                return AppendOutcome("duplicate", response=stored)
+            if rec.step != meta.next_step:
+                return AppendOutcome("conflict", next_step=meta.next_step)
+            ret = meta.episode_return + (rec.reward if rec.reward is not None else 0.0)
+            if not math.isfinite(ret):
+                raise InvalidRecord("episode return overflowed to a non-finite value", field="reward")
+            common = {"next_step": rec.step + 1, "last_step": rec.step}
+            if rec.done:
+                closed = Episode(meta.episode, ret, [*entry.current, rec])
+                kept = apply_retention([*entry.episodes, closed], meta.retention)
+                new = _Entry(
+                    replace(meta, episode=meta.episode + 1, episode_steps=0, episode_return=0.0, **common),
+                    entry.metadata_json,
+                    response_json,
+                    (*entry.returns, ret),
+                    tuple(kept),
+                    (),
+                    entry.expires_at,
+                )
+            else:
+                new = _Entry(
+                    replace(meta, episode_steps=meta.episode_steps + 1, episode_return=ret, **common),
+                    entry.metadata_json,
+                    response_json,
+                    entry.returns,
+                    entry.episodes,
+                    (*entry.current, rec),
+                    entry.expires_at,
+                )
+            self._sessions[session_id] = new
+        return AppendOutcome("appended")
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove the session; True if it existed (and had not expired)."""
+        with self._lock:
+            existed = self._live(session_id) is not None
+            self._sessions.pop(session_id, None)
+        return existed
+
+    async def ping(self) -> None:
+        """Always usable."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    # -- extras --------------------------------------------------------------------------------
+
+    def purge_expired(self) -> int:
+        """Drop every expired session now; return how many were dropped."""
+        with self._lock:
+            return self._purge()
+
+    def __len__(self) -> int:
+        """Number of stored sessions (expired ones not yet purged included)."""
+        return len(self._sessions)

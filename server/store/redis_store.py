@@ -1,0 +1,262 @@
+"""Redis session store: the source of truth when the server runs in compose / scaled out.
+
+Layout (DESIGN.md decision 9; all keys of a session share the hash tag ``{session_id}``, so a
+Redis Cluster keeps them in one slot and the Lua scripts may touch them together):
+
+    <prefix>:{<sid>}:meta   hash   identity + progress fields, last_response (JSON)
+    <prefix>:{<sid>}:cur    list   records of the open episode (JSON each)
+    <prefix>:{<sid>}:eps    hash   episode index -> closed-episode JSON (retained ones only)
+    <prefix>:{<sid>}:rank   zset   zero-padded episode index scored by return ("best" retention)
+    <prefix>:{<sid>}:rets   list   every closed episode's return, in order
+
+Every write is one Lua script (EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT), so it is
+atomic and never half-applied. Needs Redis >= 7 (script shebangs / flags).
+
+Failure behaviour: connection and socket timeouts are short, redis-py retries ConnectionError /
+TimeoutError ``retries`` times, and every call runs under an overall deadline; anything that
+means "Redis cannot serve this now" surfaces as `StoreUnavailable`. The client reconnects by
+itself, so the same store object works again once Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from server.store import lua
+from server.store.errors import InvalidRecord, SessionExists, StoreError, StoreUnavailable
+from server.store.models import (
+    AppendOutcome,
+    Episode,
+    Retention,
+    SessionMeta,
+    SessionState,
+    StepRecord,
+    dumps_json,
+    is_valid_session_id,
+    normalize_record,
+    validate_session_id,
+)
+
+T = TypeVar("T")
+
+KEY_SUFFIXES = ("meta", "cur", "eps", "rank", "rets")
+"""Per-session key suffixes, in the KEYS order of the Lua scripts."""
+
+_UNAVAILABLE_CODES = frozenset(
+    {"LOADING", "READONLY", "MASTERDOWN", "OOM", "BUSY", "TRYAGAIN", "CLUSTERDOWN"}
+)
+_UNAVAILABLE_TYPES = (
+    rexc.ConnectionError,  # incl. BusyLoadingError, MaxConnectionsError, AuthenticationError
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,
+    rexc.OutOfMemoryError,
+    rexc.ClusterDownError,  # incl. MasterDownError
+    rexc.TryAgainError,
+    OSError,
+    TimeoutError,  # the overall deadline (asyncio.timeout)
+)
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True if ``exc`` means Redis cannot serve the request now (-> 503 + Retry-After)."""
+    if isinstance(exc, _UNAVAILABLE_TYPES):
+        return True
+    if isinstance(exc, rexc.ResponseError):
+        code = str(exc).split(" ", 1)[0]
+        return code in _UNAVAILABLE_CODES
+    return False
+
+
+def _parse_meta(flat: list[str], rets: list[str]) -> SessionMeta:
+    h = dict(zip(flat[::2], flat[1::2], strict=True))
+    last_step = h.get("last_step")
+    last_response = h.get("last_response")
+    return SessionMeta(
+        session_id=h["session_id"],
+        owner=h["owner"],
+        model=h["model"],
+        model_version=h["model_version"],
+        backbone=h["backbone"],  # type: ignore[arg-type]
+        retention=Retention(h["retention_mode"], int(h["retention_count"])),  # type: ignore[arg-type]
+        metadata=json.loads(h["metadata"]),
+        created_at=float(h["created_at"]),
+        next_step=int(h["next_step"]),
+        episode=int(h["episode"]),
+        episode_steps=int(h["episode_steps"]),
+        episode_return=float(h["episode_return"]),
+        last_step=int(last_step) if last_step else None,
+        last_response=json.loads(last_response) if last_response is not None else None,
+        returns=[float(r) for r in rets],
+    )
+
+
+class RedisSessionStore:
+    """`SessionStore` on Redis >= 7.
+
+    Args:
+        url: ``redis://host:port/db`` (ignored when ``client`` is given).
+        client: an existing ``redis.asyncio.Redis`` created with ``decode_responses=True``; the
+            store then does not close it.
+        key_prefix: first part of every key (no ``{`` / ``}``).
+        ttl_seconds: idle expiry of a session, refreshed by every `load` / `append` (None: never).
+        socket_connect_timeout / socket_timeout: per-attempt limits in seconds.
+        retries: redis-py retries after a connection error or timeout (appends are idempotent,
+            so a retried append that had in fact run answers "duplicate").
+        max_connections: connection-pool size.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        client: Redis | None = None,
+        key_prefix: str = "t2mir",
+        ttl_seconds: float | None = None,
+        socket_connect_timeout: float = 0.5,
+        socket_timeout: float = 0.5,
+        retries: int = 1,
+        max_connections: int = 64,
+    ) -> None:
+        if not key_prefix or "{" in key_prefix or "}" in key_prefix:
+            raise ValueError(f"key_prefix must be non-empty and free of braces, got {key_prefix!r}")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be > 0 or None")
+        self._prefix = key_prefix
+        self._ttl_ms = "0" if ttl_seconds is None else str(max(1, round(ttl_seconds * 1000)))
+        self._owns_client = client is None
+        if client is None:
+            client = Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_connect_timeout=socket_connect_timeout,
+                socket_timeout=socket_timeout,
+                retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries),
+                max_connections=max_connections,
+            )
+        self._client = client
+        # Hard ceiling per call, on top of redis-py's own timeouts and retries.
+        self._deadline = (retries + 1) * (socket_connect_timeout + socket_timeout) + 0.25
+        self._create = client.register_script(lua.CREATE)
+        self._load = client.register_script(lua.LOAD)
+        self._get_meta = client.register_script(lua.GET_META)
+        self._append = client.register_script(lua.APPEND)
+
+    @property
+    def client(self) -> Redis:
+        """The underlying redis-py client (for health checks and tests)."""
+        return self._client
+
+    def keys(self, session_id: str) -> list[str]:
+        """The session's keys in script order: meta, cur, eps, rank, rets."""
+        base = f"{self._prefix}:{{{session_id}}}:"
+        return [base + suffix for suffix in KEY_SUFFIXES]
+
+    async def _run(self, awaitable: Awaitable[T]) -> T:
+        """Await a Redis call under the overall deadline, mapping failures to store errors."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await awaitable
+        except StoreError:
+            raise
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            if is_unavailable_error(exc):
+                raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+            if "T2MIR_NONFINITE" in str(exc):
+                raise InvalidRecord(
+                    "episode return overflowed to a non-finite value", field="reward"
+                ) from exc
+            raise StoreError(f"redis error: {type(exc).__name__}: {exc}") from exc
+
+    async def create(self, meta: SessionMeta) -> None:
+        """Store a new empty session; raise `SessionExists` / `InvalidSessionId` / `InvalidRecord`."""
+        session_id = validate_session_id(meta.session_id)
+        fields = {
+            "session_id": session_id,
+            "owner": str(meta.owner),
+            "model": str(meta.model),
+            "model_version": str(meta.model_version),
+            "backbone": str(meta.backbone),
+            "retention_mode": meta.retention.mode,
+            "retention_count": str(meta.retention.count),
+            "metadata": dumps_json(meta.metadata, "metadata"),
+            "created_at": repr(float(meta.created_at)),
+            "next_step": "0",
+            "episode": "0",
+            "episode_steps": "0",
+            "episode_return": "0",
+        }
+        args = [self._ttl_ms]
+        for name, value in fields.items():
+            args += [name, value]
+        created = await self._run(self._create(keys=self.keys(session_id), args=args))
+        if not created:
+            raise SessionExists(session_id)
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """Full state in one atomic read, or None; refreshes the TTL."""
+        if not is_valid_session_id(session_id):
+            return None
+        res = await self._run(self._load(keys=self.keys(session_id), args=[self._ttl_ms]))
+        if res is None:
+            return None
+        flat, rets, cur, eps = res
+        episodes = sorted((Episode.from_dict(json.loads(e)) for e in eps), key=lambda e: e.index)
+        current = [StepRecord.from_dict(json.loads(r)) for r in cur]
+        return SessionState(_parse_meta(flat, rets), episodes, current)
+
+    async def get_meta(self, session_id: str) -> SessionMeta | None:
+        """Metadata with progress fields, or None; read-only (no TTL refresh)."""
+        if not is_valid_session_id(session_id):
+            return None
+        keys = self.keys(session_id)
+        res = await self._run(self._get_meta(keys=[keys[0], keys[4]], args=[]))
+        return None if res is None else _parse_meta(res[0], res[1])
+
+    async def append(self, session_id: str, record: StepRecord, response: dict[str, Any]) -> AppendOutcome:
+        """Atomic, idempotent append keyed on ``record.step`` (one Lua script)."""
+        rec = normalize_record(record)
+        record_json = dumps_json(rec.to_dict(), "record")
+        response_json = dumps_json(response, "response")
+        if not is_valid_session_id(session_id):
+            return AppendOutcome("missing")
+        args = [
+            str(rec.step),
+            record_json,
+            response_json,
+            "" if rec.reward is None else repr(rec.reward),
+            "1" if rec.done else "0",
+            self._ttl_ms,
+        ]
+        res = await self._run(self._append(keys=self.keys(session_id), args=args))
+        status = res[0]
+        if status == "appended":
+            return AppendOutcome("appended")
+        if status == "duplicate":
+            return AppendOutcome("duplicate", response=json.loads(res[1]))
+        if status == "conflict":
+            return AppendOutcome("conflict", next_step=int(res[1]))
+        return AppendOutcome("missing")
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove every key of the session; True if anything existed."""
+        if not is_valid_session_id(session_id):
+            return False
+        removed = await self._run(self._client.delete(*self.keys(session_id)))
+        return bool(removed)
+
+    async def ping(self) -> None:
+        """PING Redis; raise `StoreUnavailable` if it does not answer."""
+        await self._run(self._client.ping())
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only if the store created the client)."""
+        if self._owns_client:
+            await self._client.aclose()
