@@ -119,7 +119,7 @@ def test_evaluation_is_deterministic_for_a_seed(point_dataset, tmp_path):
 
 
 def test_config_files_and_overrides(tmp_path):
-    config = load_train_config("darkroom-t2mir-ad", ["steps=500", "token_moe=false", "lr=1e-3"])
+    config = load_train_config("darkroom-t2mir-ad-cpu", ["steps=500", "token_moe=false", "lr=1e-3"])
     assert (config.steps, config.token_moe, config.lr) == (500, False, 1e-3)
     with pytest.raises(ValueError, match="unknown field"):
         parse_overrides(["stepz=5"])

@@ -1,0 +1,66 @@
+"""``t2mir eval --checkpoint DIR --episodes N [--tasks test] [--seed S] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from t2mir_model import T2MIRPolicy, read_card, variant_name
+from training.envs import task_split
+from training.evaluation.plots import plot_returns
+from training.evaluation.runner import evaluate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI flags of ``t2mir eval``."""
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    parser.add_argument("--episodes", type=int, default=10, help="in-context episodes per task")
+    parser.add_argument(
+        "--tasks", choices=["test", "train"], default="test", help="task split to evaluate on"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split-seed", type=int, default=0, help="seed of the task split (as in the dataset)"
+    )
+    parser.add_argument(
+        "--greedy", action="store_true", help="argmax discrete actions instead of seeded sampling"
+    )
+    parser.add_argument("--json", help="summary JSON path (default: <checkpoint>/eval-<tasks>.json)")
+    parser.add_argument("--csv", help="per-task per-episode CSV path (default: next to the JSON)")
+    parser.add_argument("--png", help="return-against-episode plot (default: next to the JSON)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, write JSON / CSV / PNG, print the summary."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = T2MIRPolicy.from_pretrained(args.checkpoint)
+    env_id = policy.config.env_id or read_card(args.checkpoint).get("env_id", "")
+    train_tasks, test_tasks = task_split(env_id, args.split_seed)
+    tasks = test_tasks if args.tasks == "test" else train_tasks
+    result = evaluate(
+        policy, tasks, args.episodes, seed=args.seed, sample=not args.greedy, progress=not args.no_progress
+    )
+    json_path = Path(args.json) if args.json else Path(args.checkpoint) / f"eval-{args.tasks}.json"
+    csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
+    png_path = Path(args.png) if args.png else json_path.with_suffix(".png")
+    result.info["checkpoint"] = str(args.checkpoint)
+    result.info["variant"] = variant_name(policy.config)
+    result.write(json_path, csv_path)
+    plot_returns({variant_name(policy.config): result}, png_path)
+    summary = result.summary()
+    low, high = summary["last_ci95"]
+    print(
+        f"{variant_name(policy.config)} on {env_id} ({len(tasks)} {args.tasks} tasks, {args.episodes} episodes, "
+        f"seed {args.seed})"
+    )
+    print("episode means: " + " ".join(f"{v:.2f}" for v in result.episode_means))
+    print(
+        f"last episode: {result.last_mean:.2f} (95% CI {low:.2f} .. {high:.2f}); best episode mean {result.best_mean:.2f}"
+    )
+    print(f"wrote {json_path}, {csv_path}, {png_path}")
+    return 0

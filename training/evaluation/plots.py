@@ -1,0 +1,37 @@
+"""Return-against-episode plots of in-context evaluations (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from training.evaluation.runner import EvalResult, bootstrap_ci
+
+
+def plot_returns(results: dict[str, EvalResult], png: str | Path, title: str | None = None) -> Path:
+    """One line per labelled result: mean return over tasks per episode with a 95% bootstrap band."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for label, result in results.items():
+        episodes = np.arange(1, result.returns.shape[1] + 1)
+        bands = np.array([bootstrap_ci(result.returns[:, e], result.seed) for e in range(len(episodes))])
+        ax.plot(episodes, result.episode_means, marker="o", markersize=3, label=label)
+        ax.fill_between(episodes, bands[:, 0], bands[:, 1], alpha=0.2)
+    first = next(iter(results.values()))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("in-context episode")
+    ax.set_ylabel(f"return (mean over {first.returns.shape[0]} held-out tasks)")
+    ax.set_title(title or first.env_id)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

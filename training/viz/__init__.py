@@ -1,0 +1,1 @@
+"""Routing insight plots from real routing statistics: ``t2mir viz``."""
