@@ -1,0 +1,1 @@
+"""Runnable examples of the t2mir client (``python -m clients.examples.<name>``)."""
