@@ -6,11 +6,15 @@ Async tests use the anyio pytest plugin (``pytestmark = pytest.mark.anyio``) on 
 - ``store_harness``: parametrized over ["memory", "redis"]; makes stores of that backend, can
   advance time for TTL tests, and closes everything at teardown. Redis is flushed first.
 - ``store``: a store from ``store_harness`` with no TTL.
+- ``make_checkpoint``: writes a small random checkpoint (DarkRoom spaces unless told otherwise);
+  ``tiny_checkpoint``: the session-wide d=32 DarkRoom one (name ``darkroom-test``, version 1);
+  ``short_checkpoint``: the same spaces with 4-step episodes (name ``short-test``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +119,44 @@ async def store_harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHa
 async def store(store_harness: StoreHarness) -> SessionStore:
     """A store of the parametrized backend, no TTL."""
     return store_harness.make()
+
+
+def write_checkpoint(directory: Path, name: str, version: str, seed: int = 0, **config: Any) -> Path:
+    """A random T2MIR-AD checkpoint with DarkRoom spaces (obs 2-d, 5 actions) unless overridden."""
+    import torch
+
+    from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig, T2MIRPolicy
+
+    fields: dict[str, Any] = {
+        "observation": ObservationSpec(2),
+        "action": ActionSpec("discrete", n=5),
+        "env_id": "t2mir/DarkRoom-v0",
+        "d_model": 32,
+        "n_layers": 2,
+        "n_heads": 2,
+        "max_episode_steps": 100,
+        "context_episodes": 4,
+    }
+    fields.update(config)
+    torch.manual_seed(seed)
+    T2MIRPolicy(T2MIRConfig(**fields)).save_pretrained(directory, card={"name": name, "version": version})
+    return directory
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint() -> Callable[..., Path]:
+    """`write_checkpoint` as a fixture."""
+    return write_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random tiny DarkRoom checkpoint (d=32, 2 layers, 100-step episodes)."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "darkroom-test", "darkroom-test", "1")
+
+
+@pytest.fixture(scope="session")
+def short_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DarkRoom spaces, 4-step episodes, 3 context episodes (to reach episode limits quickly)."""
+    path = tmp_path_factory.mktemp("ckpt") / "short-test"
+    return write_checkpoint(path, "short-test", "1", seed=1, max_episode_steps=4, context_episodes=3)

@@ -1,0 +1,67 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires one `AppContext` (store, models, services, metrics, auth) onto
+``app.state.ctx``; models are loaded and warmed up at startup (``/readyz`` turns 200 after), and
+shutdown drains acts in progress and every batcher before closing the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from server.context import AppContext
+from server.errors import install_error_handlers
+from server.limits import BodyLimitMiddleware
+from server.routes import ops_router, sessions_router, ws_router
+from server.settings import ServerSettings
+
+log = logging.getLogger("t2mir.server")
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: from ``T2MIR_*`` environment variables)."""
+    settings = settings or ServerSettings()
+    context = AppContext.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.checkpoints:
+            raise RuntimeError("no checkpoint to serve: pass --checkpoint DIR (or set T2MIR_CHECKPOINTS)")
+        torch.set_num_threads(settings.torch_threads)
+        store_kind = "redis" if settings.redis_url else "memory"
+        try:
+            await context.registry.load_all(settings.checkpoints)
+            log.info(
+                "server ready",
+                extra={
+                    "store": store_kind,
+                    "models": len(context.registry.describe()),
+                    "no_cache": settings.no_cache,
+                },
+            )
+            yield
+        finally:
+            log.info("shutting down: draining in-flight acts")
+            await context.acts.drain(settings.shutdown_timeout_s)
+            await context.registry.aclose()
+            await context.store.aclose()
+            log.info("shutdown complete")
+
+    app = FastAPI(
+        title="t2mir inference server",
+        version="0.1.0",
+        description="In-context RL agents (T2MIR) as sessions: act over HTTP or WebSocket.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = context
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(sessions_router)
+    app.include_router(ws_router)
+    app.include_router(ops_router)
+    return app

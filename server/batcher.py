@@ -1,0 +1,268 @@
+"""Dynamic batching of act requests into engine calls (DESIGN.md decision 10).
+
+One `Batcher` per loaded model version owns that version's engine and one dedicated worker
+thread; every engine call (forwards, evictions, warm-up) runs on that thread, so the engine is
+never touched from two threads and the event loop never blocks on a forward.
+
+Scheduling: a request that finds nothing else queued runs at once. While a forward runs, new
+requests queue up and the next call takes them together (up to ``max_batch_size``). When several
+requests are queued, the batch may wait for more, but only until ``max_wait_ms`` after the oldest
+queued request arrived, so a lone request never waits out the window and requests that already
+waited behind a forward do not wait again. A session (request ``key``) appears at most once per
+engine call; a second request for the same key stays queued for the next call, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger("t2mir.server")
+T = TypeVar("T")
+
+
+class EngineLike(Protocol):
+    """What the batcher needs from an engine: ``act(requests)`` -> output with ``results``."""
+
+    def act(self, requests: Sequence[Any]) -> Any:
+        """One result per request, in order, as ``output.results``."""
+        ...
+
+    def evict(self, key: Hashable) -> None:
+        """Forget a session's cached state."""
+        ...
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no new work."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's result and how it was served."""
+
+    result: Any
+    queue_wait: float  # seconds from submit to the start of its engine call
+    forward: float  # seconds the engine call took
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    request: Any
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+
+
+OutputHook = Callable[[Any, list[float]], None]
+"""Called on the worker thread after each successful engine call with (output, queue waits)."""
+
+
+def _init_worker(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency of the server
+        pass
+
+
+class Batcher:
+    """Joins concurrent act requests of many sessions into engine calls on one worker thread."""
+
+    def __init__(
+        self,
+        engine: EngineLike,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        name: str = "engine",
+        torch_threads: int = 1,
+        on_output: OutputHook | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.name = name
+        self._on_output = on_output
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix=f"t2mir-{name}", initializer=_init_worker, initargs=(torch_threads,)
+        )
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._running = 0  # requests inside the current engine call
+        self.calls = 0
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> None:
+        """Start the worker task on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or inside the running engine call."""
+        return len(self._queue) + self._running
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called."""
+        return self._closing
+
+    async def submit(self, request: Any) -> BatchResult:
+        """Queue ``request`` (an object with ``.key``) and wait for its result.
+
+        Raises `BatcherClosed` after `close`, or the exception the engine raised for it.
+        """
+        if self._closing:
+            raise BatcherClosed(f"{self.name} is shutting down")
+        self.start()
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(request, future, time.perf_counter()))
+        self._wakeup.set()
+        return await future
+
+    async def run_on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the engine thread, after the engine calls already started."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def evict(self, key: Hashable) -> None:
+        """Drop ``key``'s engine state (on the engine thread)."""
+        await self.run_on_worker(self.engine.evict, key)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop taking work, finish everything queued and in flight, then stop the thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                log.warning("batcher %s: drain timed out with %d queued", self.name, len(self._queue))
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(BatcherClosed(f"{self.name} shut down"))
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ worker
+    async def _loop(self) -> None:
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._fill()
+            batch = self._take()
+            try:
+                await self._run(batch)
+            except Exception as exc:  # never let the worker die with futures pending
+                log.exception("batcher %s: engine call failed", self.name)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+    def _distinct_keys(self) -> int:
+        return len({item.request.key for item in self._queue})
+
+    async def _fill(self) -> None:
+        """With other requests already queued, wait (until the oldest is max_wait old) for more."""
+        if len(self._queue) < 2 or self.max_wait <= 0:
+            return
+        deadline = self._queue[0].enqueued + self.max_wait
+        while not self._closing and self._distinct_keys() < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Item]:
+        """Pop up to max_batch_size items with distinct keys, oldest first; the rest keep order."""
+        batch: list[_Item] = []
+        keys: set[Hashable] = set()
+        kept: deque[_Item] = deque()
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled by its caller before it ran
+                continue
+            if len(batch) < self.max_batch_size and item.request.key not in keys:
+                keys.add(item.request.key)
+                batch.append(item)
+            else:
+                kept.append(item)
+        self._queue = kept
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        start = time.perf_counter()
+        waits = [start - item.enqueued for item in batch]
+        self._running = len(batch)
+        try:
+            outcomes, forward = await self.run_on_worker(self._call, [i.request for i in batch], waits)
+        finally:
+            self._running = 0
+        self.calls += 1
+        for item, wait, outcome in zip(batch, waits, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(BatchResult(outcome, wait, forward, len(batch)))
+
+    def _call(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], float]:
+        """Worker thread: one engine call; on failure, isolate the failing request(s)."""
+        t0 = time.perf_counter()
+        try:
+            output = self.engine.act(requests)
+        except Exception as exc:
+            for r in requests:  # the engine may have claimed slots before failing
+                self.engine.evict(r.key)
+            if len(requests) == 1:
+                return [exc], time.perf_counter() - t0
+            return self._one_by_one(requests, waits), time.perf_counter() - t0
+        forward = time.perf_counter() - t0
+        self._hook(output, waits)
+        return list(output.results), forward
+
+    def _one_by_one(self, requests: list[Any], waits: list[float]) -> list[Any]:
+        outcomes: list[Any] = []
+        for request, wait in zip(requests, waits, strict=True):
+            try:
+                output = self.engine.act([request])
+            except Exception as exc:
+                self.engine.evict(request.key)
+                outcomes.append(exc)
+                continue
+            self._hook(output, [wait])
+            outcomes.append(output.results[0])
+        return outcomes
+
+    def _hook(self, output: Any, waits: list[float]) -> None:
+        if self._on_output is None:
+            return
+        try:
+            self._on_output(output, waits)
+        except Exception:
+            log.exception("batcher %s: output hook failed", self.name)

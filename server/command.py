@@ -1,0 +1,90 @@
+"""``t2mir serve``: run the inference server with uvicorn.
+
+Flags override ``T2MIR_*`` environment variables, which override the defaults of
+`ServerSettings`. API keys are read from ``T2MIR_API_KEYS`` only (never from the command line,
+where other users could read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from server.logs import log_config
+from server.settings import ServerSettings
+
+FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "--checkpoint",
+        "checkpoints",
+        {"action": "append", "metavar": "DIR", "help": "checkpoint directory (repeatable)"},
+    ),
+    ("--host", "host", {"help": "bind address (default 127.0.0.1)"}),
+    ("--port", "port", {"type": int, "help": "port (default 8000; 0 picks a free one)"}),
+    ("--redis-url", "redis_url", {"help": "Redis URL of the session store (default: in-process store)"}),
+    ("--no-cache", "no_cache", {"action": "store_const", "const": True, "help": "disable KV caching"}),
+    ("--max-batch-size", "max_batch_size", {"type": int, "help": "sessions per engine call (default 32)"}),
+    ("--max-wait-ms", "max_wait_ms", {"type": float, "help": "batch window under load (default 2)"}),
+    ("--cache-slots", "cache_slots", {"type": int, "help": "KV-cache slots per model version"}),
+    ("--kv-cache-mb", "kv_cache_mb", {"type": float, "help": "KV-cache memory bound per model version"}),
+    ("--mirror-sessions", "mirror_sessions", {"type": int, "help": "session histories mirrored in memory"}),
+    (
+        "--session-ttl",
+        "session_ttl_seconds",
+        {"type": float, "help": "idle seconds before a session expires"},
+    ),
+    ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "largest request body / message"}),
+    ("--torch-threads", "torch_threads", {"type": int, "help": "intra-op threads per engine (default 1)"}),
+    ("--device", "device", {"help": "torch device (default cpu)"}),
+    ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"]}),
+    ("--access-log", "access_log", {"action": "store_const", "const": True, "help": "log every request"}),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``serve`` flags."""
+    for flag, dest, kwargs in FLAGS:
+        parser.add_argument(flag, dest=dest, default=None, **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """Environment + flags -> settings (flags win)."""
+    overrides = {dest: getattr(args, dest) for _, dest, _ in FLAGS if getattr(args, dest, None) is not None}
+    return ServerSettings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code."""
+    import uvicorn
+
+    from server.app import create_app
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"t2mir serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    if not settings.checkpoints:
+        print("t2mir serve: no checkpoint given (--checkpoint DIR or T2MIR_CHECKPOINTS)", file=sys.stderr)
+        return 2
+    config = log_config(settings.log_level)
+    logging.config.dictConfig(config)
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=config,
+            access_log=settings.access_log,
+            ws_max_size=4 * settings.max_body_bytes + 4096,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+            lifespan="on",
+        )
+    )
+    server.run()
+    return 0 if server.started else 1

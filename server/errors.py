@@ -1,0 +1,131 @@
+"""One error format everywhere: ``{"error": {"code", "message", "field"?, ...}}``.
+
+`ApiError` is raised by the services and routes; `install_error_handlers` maps it, FastAPI's
+validation errors, Starlette's HTTP errors and anything unexpected onto that format. WebSocket
+handlers turn an `ApiError` into an error frame with `ApiError.frame`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("t2mir.server")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, machine-readable code, message, offending field."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body ``{"error": {...}}``."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        error.update(self.extra)
+        return {"error": error}
+
+    def frame(self) -> dict[str, Any]:
+        """The WebSocket error frame: the body plus ``status`` (and ``retry_after`` for 503)."""
+        out = self.body()
+        out["status"] = self.status
+        if "Retry-After" in self.headers:
+            out["retry_after"] = int(self.headers["Retry-After"])
+        return out
+
+    def response(self) -> JSONResponse:
+        """The HTTP response."""
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def unavailable(message: str, retry_after: float) -> ApiError:
+    """503 with a ``Retry-After`` header (whole seconds, at least 1)."""
+    seconds = max(1, round(retry_after))
+    return ApiError(503, "store_unavailable", message, headers={"Retry-After": str(seconds)})
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts)
+
+
+def from_validation_errors(errors: list[dict[str, Any]]) -> ApiError:
+    """Pydantic / FastAPI validation errors -> one 422 (400 for a body that is not JSON)."""
+    if not errors:
+        return ApiError(422, "invalid_request", "invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "invalid_json", "request body is not valid JSON")
+    field = _field_path(first.get("loc", ())) or None
+    message = str(first.get("msg", "invalid value"))
+    if field:
+        message = f"{field}: {message}"
+    code = "missing_field" if first.get("type") == "missing" else "invalid_field"
+    if field and field.split(".")[0] == "observation":
+        code = "invalid_observation"
+    return ApiError(422, code, message, field=field)
+
+
+def from_pydantic(exc: ValidationError) -> ApiError:
+    """A `pydantic.ValidationError` (WebSocket frames) -> 422."""
+    return from_validation_errors(list(exc.errors(include_url=False)))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the common format."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return from_validation_errors(list(exc.errors())).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        return ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return ApiError(500, "internal", "internal server error").response()

@@ -1,0 +1,235 @@
+"""Prometheus metrics of one app (own `CollectorRegistry`, no global state).
+
+Names are DESIGN.md's, prefixed ``t2mir_``. Labels are bounded: status codes, store operations,
+model names/versions, layer and expert indices, token modalities; never session ids.
+
+Routing statistics arrive as tensors in every `EngineOutput`; `ServerMetrics.record_engine_output`
+sums them per layer once per engine call and reads them back with one ``tolist`` per layer, on
+the engine's worker thread (never on the event loop). ``router_load_cv`` / ``router_entropy`` are
+computed on an exponentially decaying usage window (about the last 100 engine calls per model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from t2mir_model.routing import cv_squared, normalised_entropy
+from t2mir_model.tokens import MODALITIES
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+RETURN_BUCKETS = (-1000, -500, -200, -100, -50, -20, -10, -5, 0, 5, 10, 20, 50, 100, 200, 500, 1000)
+USAGE_DECAY = 0.99
+"""Per-engine-call decay of the usage window behind router_load_cv / router_entropy."""
+
+
+class _WithoutCreated:
+    """A collector view of a registry that drops the ``*_created`` samples (noise for dashboards)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Any:
+        for metric in self.registry.collect():  # fresh objects on every collect
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
+class ServerMetrics:
+    """Every series the server exports, registered on a private registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ns = "t2mir"
+        self.act_requests = Counter(
+            "act_requests", "Act requests by HTTP status", ["status"], namespace=ns, registry=r
+        )
+        self.act_latency = Histogram(
+            "act_latency_seconds",
+            "Act latency in the server",
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.batch_size = Histogram(
+            "batch_size", "Requests per engine call", namespace=ns, registry=r, buckets=BATCH_BUCKETS
+        )
+        self.queue_wait = Histogram(
+            "queue_wait_seconds",
+            "Time from queueing to engine call",
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.sessions_active = Gauge(
+            "sessions_active",
+            "Sessions with an in-memory history mirror on this replica",
+            namespace=ns,
+            registry=r,
+        )
+        self.kv_hits = Counter(
+            "kv_cache_hits", "Acts decoded incrementally from a cache slot", namespace=ns, registry=r
+        )
+        self.kv_misses = Counter(
+            "kv_cache_misses", "Acts that rebuilt a session's context", namespace=ns, registry=r
+        )
+        self.kv_slots_used = Gauge(
+            "kv_cache_slots_used", "KV-cache slots holding a session", namespace=ns, registry=r
+        )
+        self.store_latency = Histogram(
+            "store_latency_seconds",
+            "Session-store call latency",
+            ["op"],
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.episode_return = Histogram(
+            "episode_return",
+            "Returns of closed episodes",
+            ["model"],
+            namespace=ns,
+            registry=r,
+            buckets=RETURN_BUCKETS,
+        )
+        self.expert_tokens = Counter(
+            "expert_tokens",
+            "Token-router expert selections by token modality",
+            ["model", "layer", "router", "modality", "expert"],
+            namespace=ns,
+            registry=r,
+        )
+        self.task_expert_weight = Counter(
+            "task_expert_weight",
+            "Summed task-router gate weights",
+            ["model", "layer", "expert"],
+            namespace=ns,
+            registry=r,
+        )
+        self.router_load_cv = Gauge(
+            "router_load_cv",
+            "Coefficient of variation of expert usage",
+            ["model", "layer", "router"],
+            namespace=ns,
+            registry=r,
+        )
+        self.router_entropy = Gauge(
+            "router_entropy",
+            "Normalised entropy of expert usage",
+            ["model", "layer", "router"],
+            namespace=ns,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "model_info", "Loaded model versions", ["model", "version", "backbone"], namespace=ns, registry=r
+        )
+        self._lock = threading.Lock()
+        self._usage: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._children: dict[tuple[str, int], dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ exposition
+    def render(self) -> bytes:
+        """The text exposition of every series (without the ``*_created`` timestamps)."""
+        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+    def bind(self, sessions_active: Callable[[], float], slots_used: Callable[[], float]) -> None:
+        """Read the two live gauges from callbacks at scrape time."""
+        self.sessions_active.set_function(sessions_active)
+        self.kv_slots_used.set_function(slots_used)
+
+    # ------------------------------------------------------------------ models
+    def model_loaded(self, model: str, version: str, backbone: str) -> None:
+        """Mark a model version as loaded."""
+        self.model_info.labels(model, version, backbone).set(1)
+
+    def model_unloaded(self, model: str, version: str, backbone: str) -> None:
+        """Remove a model version's info series."""
+        with contextlib.suppress(KeyError):
+            self.model_info.remove(model, version, backbone)
+
+    # ------------------------------------------------------------------ requests
+    def act_done(self, status: int, seconds: float | None) -> None:
+        """Count an act answer (and its latency when it reached the act flow)."""
+        self.act_requests.labels(str(status)).inc()
+        if seconds is not None:
+            self.act_latency.observe(seconds)
+
+    def store_op(self, op: str, seconds: float) -> None:
+        """Record one store call's latency."""
+        self.store_latency.labels(op).observe(seconds)
+
+    def episode_closed(self, model: str, ret: float) -> None:
+        """Record the return of a closed episode."""
+        self.episode_return.labels(model).observe(ret)
+
+    # ------------------------------------------------------------------ engine (worker thread)
+    def record_engine_output(self, model: str, output: Any, waits: list[float]) -> None:
+        """Batch size, queue waits, cache hits and routing statistics of one engine call."""
+        self.batch_size.observe(len(output.results))
+        for wait in waits:
+            self.queue_wait.observe(wait)
+        hits = sum(1 for r in output.results if r.cache_hit)
+        if hits:
+            self.kv_hits.inc(hits)
+        if len(output.results) - hits:
+            self.kv_misses.inc(len(output.results) - hits)
+        self.record_routing(model, output.routing)
+
+    def record_routing(self, model: str, routing: list[list[Any]]) -> None:
+        """Add the routing statistics of one engine call (a list of forwards' LayerRouting lists)."""
+        token_counts: dict[int, torch.Tensor] = {}
+        task_weights: dict[int, torch.Tensor] = {}
+        for forward in routing:
+            for layer in forward:
+                if layer.token is not None:
+                    counts = layer.token.counts.detach().float().cpu()
+                    token_counts[layer.layer] = token_counts.get(layer.layer, 0) + counts
+                if layer.task is not None:
+                    weights = layer.task.weights.detach().float().cpu()
+                    task_weights[layer.layer] = task_weights.get(layer.layer, 0) + weights
+        with self._lock:
+            for layer, counts in token_counts.items():
+                children = self._layer_children(model, layer, counts.shape[1], None)
+                for m, row in enumerate(counts.tolist()):
+                    for e, value in enumerate(row):
+                        if value:
+                            children["tokens"][m][e].inc(value)
+                self._update_usage(model, layer, "token", counts.sum(0))
+            for layer, weights in task_weights.items():
+                children = self._layer_children(model, layer, None, weights.shape[0])
+                for e, value in enumerate(weights.tolist()):
+                    if value:
+                        children["task"][e].inc(value)
+                self._update_usage(model, layer, "task", weights)
+
+    def _layer_children(
+        self, model: str, layer: int, n_token: int | None, n_task: int | None
+    ) -> dict[str, Any]:
+        entry = self._children.setdefault((model, layer), {})
+        label = str(layer)
+        if n_token is not None and "tokens" not in entry:
+            entry["tokens"] = [
+                [self.expert_tokens.labels(model, label, "token", mod, str(e)) for e in range(n_token)]
+                for mod in MODALITIES
+            ]
+        if n_task is not None and "task" not in entry:
+            entry["task"] = [self.task_expert_weight.labels(model, label, str(e)) for e in range(n_task)]
+        return entry
+
+    def _update_usage(self, model: str, layer: int, router: str, usage: torch.Tensor) -> None:
+        key = (model, layer, router)
+        previous = self._usage.get(key)
+        window = usage if previous is None else previous * USAGE_DECAY + usage
+        self._usage[key] = window
+        if float(window.sum()) <= 0:
+            return
+        cv = float(cv_squared(window).sqrt())
+        entropy = float(normalised_entropy(window))
+        self.router_load_cv.labels(model, str(layer), router).set(cv)
+        self.router_entropy.labels(model, str(layer), router).set(entropy)

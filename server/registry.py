@@ -1,0 +1,273 @@
+"""Loaded models: several names and versions at once, each with its own engine and batcher.
+
+A checkpoint's name is its card's ``name`` (or the directory name) and its version the card's
+``version``. New sessions get the *current* version of a name; a session keeps the version it
+started with. ``reload`` reads the name's checkpoint directory again and makes the version found
+there current; older versions stay loaded for their sessions and their in-flight requests until
+they have been unused for ``version_idle_seconds``, and at most ``max_versions_per_model`` per
+name (then the least recently used idle old version is unloaded). `sweep` runs at every reload
+and session creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from server.batcher import Batcher
+from server.errors import ApiError
+from server.metrics import ServerMetrics
+from server.settings import MB, ServerSettings
+from server.store import Retention
+from t2mir_model import KVCache, T2MIRConfig, T2MIRPolicy, read_card, variant_name
+from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.history import SessionHistory
+
+log = logging.getLogger("t2mir.server")
+
+
+def action_spec(config: T2MIRConfig) -> dict[str, Any]:
+    """The action space as clients see it."""
+    a = config.action
+    if a.is_discrete:
+        return {"kind": "discrete", "n": a.n}
+    return {"kind": "continuous", "dim": a.dim, "low": list(a.low or ()), "high": list(a.high or ())}
+
+
+def retention_for(config: T2MIRConfig) -> Retention:
+    """What the store keeps of closed episodes: AD the L-1 best, DPT the last one."""
+    if config.backbone == "ad":
+        return Retention("best", config.context_episodes - 1)
+    return Retention("last", 1)
+
+
+@dataclass
+class LoadedModel:
+    """One model version: weights, engine, batcher and what clients need to know about it."""
+
+    name: str
+    version: str
+    directory: Path
+    card: dict[str, Any]
+    config: T2MIRConfig
+    engine: DecodeEngine
+    batcher: Batcher
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    ready: bool = False
+
+    @property
+    def retention(self) -> Retention:
+        """Store retention for this model's sessions."""
+        return retention_for(self.config)
+
+    @property
+    def discrete(self) -> bool:
+        """True for a discrete action space."""
+        return self.config.action.is_discrete
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description for ``GET /models``."""
+        c = self.config
+        return {
+            "name": self.name,
+            "version": self.version,
+            "backbone": c.backbone,
+            "variant": variant_name(c),
+            "env_id": c.env_id,
+            "observation_dim": c.observation.dim,
+            "action": action_spec(c),
+            "max_episode_steps": c.max_episode_steps,
+            "context_episodes": c.context_episodes,
+            "cache_slots": self.engine.num_slots,
+            "ready": self.ready,
+            "loaded_at": self.loaded_at,
+        }
+
+
+def _slots(settings: ServerSettings, config: T2MIRConfig) -> int:
+    if settings.cache_slots is not None:
+        return settings.cache_slots
+    per_slot = KVCache.bytes_per_slot(config, config.max_context_tokens)
+    return max(1, int(settings.kv_cache_mb * MB) // per_slot)
+
+
+def _read(directory: Path, settings: ServerSettings) -> tuple[T2MIRPolicy, dict[str, Any], DecodeEngine]:
+    """Worker thread: load weights and build the engine."""
+    torch.set_num_threads(settings.torch_threads)
+    policy = T2MIRPolicy.from_pretrained(directory, map_location=settings.device)
+    if policy.config.moe.task_routing != "prefix":
+        raise ValueError(f"{directory}: non-causal task routing ('sequence') cannot be served")
+    card = read_card(directory)
+    engine = DecodeEngine(policy, _slots(settings, policy.config), use_cache=not settings.no_cache)
+    return policy, card, engine
+
+
+def _warm_up(engine: DecodeEngine) -> None:
+    """Worker thread: run a throw-away rebuild and an incremental step so the first act is not slow."""
+    config = engine.config
+    history = SessionHistory()
+    history.observe(torch.zeros(config.observation.dim))
+    key = ("__warmup__",)
+    engine.act([ActRequest(key, history)])
+    example = (
+        torch.zeros((), dtype=torch.long) if config.action.is_discrete else torch.zeros(config.action.width)
+    )
+    if config.max_episode_steps > 1:
+        history.observe(torch.zeros(config.observation.dim), 0.0, example)
+        engine.act([ActRequest(key, history)])
+    engine.evict(key)
+
+
+class ModelRegistry:
+    """Every loaded model version of one app."""
+
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._current: dict[str, str] = {}
+        self._dirs: dict[str, Path] = {}
+        self._reload_locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ loading
+    async def load_all(self, directories: list[str]) -> None:
+        """Load every checkpoint directory (later ones of the same name become current)."""
+        for directory in directories:
+            model = await self._load(Path(directory))
+            if (model.name, model.version) in self._models:
+                await model.batcher.close()
+                raise ValueError(f"{directory}: {model.name} version {model.version} is already loaded")
+            self._add(model)
+
+    async def _load(self, directory: Path) -> LoadedModel:
+        policy, card, engine = await asyncio.to_thread(_read, directory, self.settings)
+        name = str(card.get("name") or directory.resolve().name)
+        version = str(card.get("version") or "1")
+        batch = min(self.settings.max_batch_size, engine.num_slots)
+        batcher = Batcher(
+            engine,
+            max_batch_size=batch,
+            max_wait_ms=self.settings.max_wait_ms,
+            name=f"{name}-{version}",
+            torch_threads=self.settings.torch_threads,
+            on_output=lambda out, waits, n=name: self.metrics.record_engine_output(n, out, waits),
+        )
+        model = LoadedModel(name, version, directory, card, policy.config, engine, batcher)
+        batcher.start()
+        await batcher.run_on_worker(_warm_up, engine)
+        model.ready = True
+        log.info(
+            "model loaded",
+            extra={
+                "model": name,
+                "version": version,
+                "variant": variant_name(policy.config),
+                "slots": engine.num_slots,
+            },
+        )
+        return model
+
+    def _add(self, model: LoadedModel) -> None:
+        self._models[(model.name, model.version)] = model
+        self._current[model.name] = model.version
+        self._dirs[model.name] = model.directory
+        self.metrics.model_loaded(model.name, model.version, model.config.backbone)
+
+    # ------------------------------------------------------------------ lookup
+    @property
+    def ready(self) -> bool:
+        """True once at least one model is loaded and every loaded model is warmed up."""
+        return bool(self._models) and all(m.ready for m in self._models.values())
+
+    def get(self, name: str, version: str) -> LoadedModel | None:
+        """A loaded version, or None."""
+        return self._models.get((name, version))
+
+    def resolve(self, name: str | None) -> LoadedModel:
+        """The current version of ``name`` (or of the only model when None); raises ApiError."""
+        if name is None:
+            if len(self._current) != 1:
+                raise ApiError(
+                    422,
+                    "missing_field",
+                    f"several models are loaded ({sorted(self._current)}): name one",
+                    field="model",
+                )
+            name = next(iter(self._current))
+        version = self._current.get(name)
+        if version is None:
+            raise ApiError(404, "unknown_model", f"model {name!r} is not loaded", field="model")
+        return self._models[(name, version)]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every loaded version, current ones flagged."""
+        return [
+            {**m.describe(), "current": self._current.get(m.name) == m.version}
+            for m in sorted(self._models.values(), key=lambda m: (m.name, m.loaded_at))
+        ]
+
+    def slots_used(self) -> int:
+        """KV-cache slots in use over every loaded version."""
+        return sum(m.engine.slots_used for m in self._models.values())
+
+    # ------------------------------------------------------------------ reload
+    async def reload(self, name: str) -> tuple[LoadedModel, str]:
+        """Load ``name``'s directory again and make its version current; returns (model, previous)."""
+        if name not in self._current:
+            raise ApiError(404, "unknown_model", f"model {name!r} is not loaded", field="name")
+        lock = self._reload_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            previous = self._current[name]
+            try:
+                model = await self._load(self._dirs[name])
+            except Exception as exc:
+                log.exception("reload of %s failed", name)
+                raise ApiError(500, "reload_failed", f"reloading {name!r} failed: {exc}") from exc
+            if model.name != name or (name, model.version) in self._models:
+                await model.batcher.close()
+                if model.name != name:
+                    raise ApiError(
+                        409, "name_changed", f"the checkpoint of {name!r} is now named {model.name!r}"
+                    )
+                raise ApiError(
+                    409,
+                    "version_loaded",
+                    f"{name} version {model.version} is already loaded; bump the card's version",
+                )
+            self._add(model)
+            await self.sweep()
+            return model, previous
+
+    async def sweep(self) -> None:
+        """Unload old versions that are idle (no queued work, unused for ``version_idle_seconds``)
+        or, least recently used first, beyond ``max_versions_per_model`` per name."""
+        now = time.monotonic()
+        for name, current in list(self._current.items()):
+            versions = [m for m in self._models.values() if m.name == name]
+            idle = sorted(
+                (m for m in versions if m.version != current and m.batcher.pending == 0),
+                key=lambda m: m.last_used,
+            )
+            for model in idle:
+                too_many = len(versions) > self.settings.max_versions_per_model
+                if too_many or now - model.last_used > self.settings.version_idle_seconds:
+                    versions.remove(model)
+                    await self._unload(model)
+
+    async def _unload(self, model: LoadedModel) -> None:
+        self._models.pop((model.name, model.version), None)
+        self.metrics.model_unloaded(model.name, model.version, model.config.backbone)
+        await model.batcher.close(self.settings.shutdown_timeout_s)
+        log.info("model unloaded", extra={"model": model.name, "version": model.version})
+
+    async def aclose(self) -> None:
+        """Drain and stop every batcher."""
+        models = list(self._models.values())
+        await asyncio.gather(*(m.batcher.close(self.settings.shutdown_timeout_s) for m in models))

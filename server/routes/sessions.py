@@ -1,0 +1,113 @@
+"""HTTP routes of sessions: create, describe, delete, act."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from server.act import parse_act_json
+from server.context import ctx
+from server.errors import ApiError
+from server.limits import arrival_time
+from server.schemas import ActBody, ActResponse, CreateSessionBody, SessionInfo
+
+router = APIRouter(tags=["sessions"])
+
+
+def owner(request: Request) -> str:
+    """Dependency: the caller's owner id (401 before anything else when keys are required)."""
+    return ctx(request).auth.owner(request.headers)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+            "required": ["code", "message"],
+        }
+    },
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses."""
+    text = {
+        400: "Body is not valid JSON",
+        401: "Missing or invalid API key",
+        404: "Unknown session (or one of another API key)",
+        409: "Step out of order (``expected_step``) or session exists",
+        413: "Body too large",
+        422: "Invalid field or observation",
+        503: "Session store unreachable (see Retry-After)",
+    }
+    return {
+        c: {"description": text.get(c, "Error"), "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for c in codes
+    }
+
+
+@router.post(
+    "/sessions", status_code=201, response_model=SessionInfo, responses=errors(401, 404, 409, 413, 422, 503)
+)
+async def create_session(
+    body: CreateSessionBody, request: Request, caller: str = Depends(owner)
+) -> JSONResponse:
+    """Create a session on the current version of a model."""
+    return JSONResponse(await ctx(request).sessions.create(caller, body), status_code=201)
+
+
+@router.get("/sessions/{session_id}", response_model=SessionInfo, responses=errors(401, 404, 503))
+async def get_session(session_id: str, request: Request, caller: str = Depends(owner)) -> JSONResponse:
+    """A session's model, step, episode and the returns of its closed episodes."""
+    return JSONResponse(await ctx(request).sessions.get(caller, session_id))
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=errors(401, 404, 503))
+async def delete_session(session_id: str, request: Request, caller: str = Depends(owner)) -> Response:
+    """Delete a session and everything stored about it."""
+    await ctx(request).sessions.delete(caller, session_id)
+    return Response(status_code=204)
+
+
+ACT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ActBody.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "/sessions/{session_id}/act",
+    response_model=ActResponse,
+    openapi_extra=ACT_BODY,
+    responses=errors(400, 401, 404, 409, 413, 422, 503),
+)
+async def act(session_id: str, request: Request) -> JSONResponse:
+    """One step: the observation (and the previous action's reward) in, the action out.
+
+    A retried step returns the stored answer; ``done: true`` closes the episode (``action: null``).
+    """
+    c = ctx(request)
+    t0 = arrival_time(request.scope)
+    status = 500
+    try:
+        caller = c.auth.owner(request.headers)
+        body = parse_act_json(await request.body())
+        out = await c.acts.act(caller, session_id, body, t0)
+        status = 200
+        return JSONResponse(out)
+    except ApiError as exc:
+        status = exc.status
+        raise
+    finally:
+        c.metrics.act_done(status, time.perf_counter() - t0)

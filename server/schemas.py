@@ -1,0 +1,137 @@
+"""Request and response bodies (pydantic): strict types, no silent coercion of strings or bools.
+
+Numbers sent to the model must be finite and representable as float32 (the model's dtype), so
+NaN, +-inf and values like 1e300 are refused with 422 before anything reaches the store.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt
+from pydantic_core import PydanticCustomError
+
+from server.store.models import MAX_STEP, SESSION_ID_PATTERN
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _number(value: Any, what: str, code: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError(
+            code, "{what} must be a number, got {kind}", {"what": what, "kind": type(value).__name__}
+        )
+    out = float(value)
+    if not math.isfinite(out):
+        raise PydanticCustomError(
+            code, "{what} must be finite, got {value}", {"what": what, "value": repr(out)}
+        )
+    if abs(out) > FLOAT32_MAX:
+        raise PydanticCustomError(
+            code, "{what} is outside the float32 range: {value}", {"what": what, "value": repr(out)}
+        )
+    return out
+
+
+def _observation(value: Any) -> list[float]:
+    if isinstance(value, list):
+        if not value:
+            raise PydanticCustomError("invalid_observation", "observation must not be empty")
+        return [_number(v, "every observation value", "invalid_observation") for v in value]
+    return [_number(value, "observation", "invalid_observation")]
+
+
+def _reward(value: Any) -> float | None:
+    return None if value is None else _number(value, "reward", "invalid_reward")
+
+
+Observation = Annotated[list[float], PlainValidator(_observation, json_schema_input_type=float | list[float])]
+Reward = Annotated[float | None, PlainValidator(_reward, json_schema_input_type=float | None)]
+
+
+class ActBody(BaseModel):
+    """One act (HTTP body or WebSocket message)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: Annotated[StrictInt, Field(ge=0, lt=MAX_STEP)]
+    """The session's next step (0, 1, 2, ... across episodes); a retried step is answered again."""
+    observation: Observation
+    """The current observation s_t (a number or a flat list of observation_dim numbers)."""
+    reward: Reward = None
+    """Reward of the previous action; required except at an episode's first step (where it must be absent)."""
+    done: StrictBool = False
+    """True: record ``reward``, close the episode, answer ``action: null``."""
+
+
+class CreateSessionBody(BaseModel):
+    """Body of ``POST /sessions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """Model name (optional when one model is loaded); the session uses its current version."""
+    session_id: Annotated[str, Field(pattern=f"^{SESSION_ID_PATTERN.pattern}$")] | None = None
+    """Client-chosen id (1-128 of [A-Za-z0-9_.:-]); a random one when absent."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free JSON object stored with the session."""
+    sampling: Literal["sample", "greedy"] | None = None
+    """Discrete actions: 'sample' (default; seeded by session id and step) or 'greedy' (argmax)."""
+
+
+class ModelRef(BaseModel):
+    """A model name and version."""
+
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    """Where the time of one act went, in milliseconds.
+
+    ``parse``: arrival to validated body; ``store_read`` / ``store_write``: session-store calls;
+    ``queue_wait``: waiting for the engine; ``forward``: the engine call this act joined;
+    ``total``: arrival to answer (also counts waiting behind an earlier act of the same session).
+    """
+
+    parse: float
+    store_read: float
+    queue_wait: float
+    forward: float
+    store_write: float
+    total: float
+
+
+class ActResponse(BaseModel):
+    """Answer to one act."""
+
+    session_id: str
+    step: int
+    episode: int
+    action: int | list[float] | None
+    episode_return: float | None = None
+    """Only on ``done``: the closed episode's return."""
+    timings: Timings
+
+
+class SessionInfo(BaseModel):
+    """A session as ``POST /sessions`` and ``GET /sessions/{id}`` describe it."""
+
+    session_id: str
+    model: ModelRef
+    backbone: str
+    variant: str | None
+    env_id: str | None
+    observation_dim: int | None
+    action: dict[str, Any] | None
+    max_episode_steps: int | None
+    """The five fields above are None when the session's model version is not loaded here."""
+    sampling: str
+    step: int
+    episode: int
+    episode_steps: int
+    episode_return: float
+    returns: list[float]
+    metadata: dict[str, Any]
+    created_at: float

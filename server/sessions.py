@@ -1,0 +1,185 @@
+"""Session lifecycle: create, describe, delete; helpers shared with the act flow.
+
+A session's store metadata holds ``{"sampling": ..., "client": <the client's metadata>}``; the
+owner field holds the hash of the API key that created it (see `server.auth`). A session of
+another owner is reported exactly like an unknown one (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from server.errors import ApiError, unavailable
+from server.metrics import ServerMetrics
+from server.mirror import HistoryMirror
+from server.registry import LoadedModel, ModelRegistry, action_spec
+from server.schemas import CreateSessionBody
+from server.settings import ServerSettings
+from server.store import (
+    InvalidRecord,
+    InvalidSessionId,
+    SessionExists,
+    SessionMeta,
+    SessionStore,
+    StoreUnavailable,
+)
+from t2mir_model import variant_name
+
+T = TypeVar("T")
+log = logging.getLogger("t2mir.server")
+
+
+def derive_seed(session_id: str, step: int) -> int:
+    """The sampling seed of one step: a hash of (session id, step), identical on every replica."""
+    digest = hashlib.blake2b(f"{session_id}\x00{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def not_found(session_id: str) -> ApiError:
+    """The 404 for an unknown session (or one of another API key)."""
+    return ApiError(404, "session_not_found", f"session {session_id!r} not found")
+
+
+def sampling_of(meta: SessionMeta) -> str:
+    """'sample' or 'greedy' as stored at creation."""
+    return str(meta.metadata.get("sampling", "sample"))
+
+
+class KeyedLocks:
+    """One asyncio lock per key, created on demand and dropped when nobody holds or waits."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Serialise everything done under ``key`` (FIFO)."""
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class SessionBase:
+    """State shared by the session and act services: store, models, mirrors, locks, metrics."""
+
+    def __init__(
+        self, store: SessionStore, registry: ModelRegistry, metrics: ServerMetrics, settings: ServerSettings
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self.settings = settings
+        self.mirror = HistoryMirror(settings.mirror_sessions)
+        self.locks = KeyedLocks()
+
+    async def timed(self, op: str, awaitable: Awaitable[T]) -> T:
+        """Await a store call, recording its latency; StoreUnavailable becomes a 503 ApiError."""
+        t = time.perf_counter()
+        try:
+            return await awaitable
+        except StoreUnavailable as exc:
+            log.warning("session store unavailable", extra={"op": op, "error": str(exc)[:200]})
+            raise unavailable(f"session store unavailable ({op}): {exc}", max(exc.retry_after, 1)) from exc
+        finally:
+            self.metrics.store_op(op, time.perf_counter() - t)
+
+    async def owned_meta(self, owner: str, session_id: str) -> SessionMeta:
+        """The session's metadata if it exists and belongs to ``owner``; else 404."""
+        meta = await self.timed("get_meta", self.store.get_meta(session_id))
+        if meta is None or meta.owner != owner:
+            raise not_found(session_id)
+        return meta
+
+    def info(self, meta: SessionMeta) -> dict[str, Any]:
+        """JSON description of a session (see `SessionInfo`)."""
+        model = self.registry.get(meta.model, meta.model_version)
+        config = model.config if model is not None else None
+        return {
+            "session_id": meta.session_id,
+            "model": {"name": meta.model, "version": meta.model_version},
+            "backbone": meta.backbone,
+            "variant": variant_name(config) if config else None,
+            "env_id": config.env_id if config else None,
+            "observation_dim": config.observation.dim if config else None,
+            "action": action_spec(config) if config else None,
+            "max_episode_steps": config.max_episode_steps if config else None,
+            "sampling": sampling_of(meta),
+            "step": meta.next_step,
+            "episode": meta.episode,
+            "episode_steps": meta.episode_steps,
+            "episode_return": meta.episode_return,
+            "returns": list(meta.returns),
+            "metadata": meta.metadata.get("client", {}),
+            "created_at": meta.created_at,
+        }
+
+    async def forget(self, session_id: str, model: LoadedModel | None, created_at: float) -> None:
+        """Drop the local mirror and the engine slot of a session."""
+        self.mirror.drop(session_id)
+        if model is not None and not model.batcher.closed:
+            await model.batcher.evict((session_id, created_at))
+
+
+class SessionService(SessionBase):
+    """``POST /sessions``, ``GET /sessions/{id}``, ``DELETE /sessions/{id}``."""
+
+    async def create(self, owner: str, body: CreateSessionBody) -> dict[str, Any]:
+        """Create a session on the current version of the requested model."""
+        await self.registry.sweep()
+        model = self.registry.resolve(body.model)
+        session_id = body.session_id or uuid.uuid4().hex
+        sampling = body.sampling or "sample"
+        if not model.discrete:
+            sampling = "greedy"  # continuous heads are deterministic (tanh mean)
+        meta = SessionMeta(
+            session_id=session_id,
+            owner=owner,
+            model=model.name,
+            model_version=model.version,
+            backbone=model.config.backbone,
+            retention=model.retention,
+            metadata={"sampling": sampling, "client": body.metadata},
+        )
+        try:
+            await self.timed("create", self.store.create(meta))
+        except SessionExists as exc:
+            raise ApiError(
+                409, "session_exists", f"session {session_id!r} already exists", field="session_id"
+            ) from exc
+        except InvalidSessionId as exc:
+            raise ApiError(422, "invalid_field", str(exc), field="session_id") from exc
+        except InvalidRecord as exc:
+            raise ApiError(422, "invalid_field", f"metadata: {exc}", field="metadata") from exc
+        model.last_used = time.monotonic()
+        return self.info(meta)
+
+    async def get(self, owner: str, session_id: str) -> dict[str, Any]:
+        """Describe a session."""
+        return self.info(await self.owned_meta(owner, session_id))
+
+    async def delete(self, owner: str, session_id: str) -> None:
+        """Delete a session (its store state, mirror and engine slot)."""
+        async with self.locks.hold(session_id):
+            meta = await self.owned_meta(owner, session_id)
+            await self.timed("delete", self.store.delete(session_id))
+            await self.forget(session_id, self.registry.get(meta.model, meta.model_version), meta.created_at)

@@ -1,0 +1,95 @@
+"""Server settings: environment variables with the ``T2MIR_`` prefix, overridable by CLI flags.
+
+List settings (``T2MIR_CHECKPOINTS``, ``T2MIR_API_KEYS``) accept a JSON list or a comma-separated
+string. API keys are kept as `SecretStr`, so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+def _split_list(value: Any) -> Any:
+    """'a,b' or '["a","b"]' -> ['a', 'b']; lists pass through."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ServerSettings(BaseSettings):
+    """Everything ``t2mir serve`` can be told; one object per app (no globals)."""
+
+    model_config = SettingsConfigDict(env_prefix="T2MIR_", extra="ignore", validate_default=True)
+
+    checkpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Checkpoint directories to serve (name from the card's ``name``, version from its ``version``)."""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    redis_url: str | None = None
+    """Redis URL of the session store; None: the in-process store (single process only)."""
+    redis_key_prefix: str = "t2mir"
+    no_cache: bool = False
+    """Turn KV caching off: every act recomputes the context from the stored history."""
+    max_batch_size: int = Field(32, ge=1)
+    """Most sessions joined into one engine call."""
+    max_wait_ms: float = Field(2.0, ge=0)
+    """Longest a queued request waits for a batch to fill, counted from its arrival."""
+    cache_slots: int | None = Field(None, ge=1)
+    """KV-cache slots per loaded model version; None: derived from ``kv_cache_mb``."""
+    kv_cache_mb: float = Field(128.0, gt=0)
+    """Memory bound of one model version's KV cache when ``cache_slots`` is not set."""
+    mirror_sessions: int = Field(2048, ge=1)
+    """Sessions whose history is mirrored in process memory (LRU); a miss rebuilds from the store."""
+    max_versions_per_model: int = Field(3, ge=1)
+    """Versions of one model name kept loaded after reloads (least recently used old ones go first)."""
+    version_idle_seconds: float = Field(3600.0, gt=0)
+    """An old (non-current) version unused this long is unloaded (its sessions then get 409)."""
+    session_ttl_seconds: float | None = Field(None, gt=0)
+    """Idle time after which the store forgets a session (None: never)."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Accepted API keys; empty: no authentication."""
+    max_body_bytes: int = Field(1 * MB, ge=64)
+    """Largest accepted request body (HTTP) or message (WebSocket)."""
+    torch_threads: int = Field(1, ge=1)
+    """Intra-op threads of every engine worker thread."""
+    device: str = "cpu"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+    """Log one line per HTTP request (off by default: it costs latency)."""
+    store_retry_after_s: int = Field(1, ge=1)
+    """Retry-After sent with 503 answers while the store is unreachable."""
+    shutdown_timeout_s: float = Field(30.0, gt=0)
+    """Longest a graceful shutdown waits for queued and in-flight work."""
+
+    @field_validator("checkpoints", "api_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _keys_not_empty(self) -> ServerSettings:
+        if any(not key.get_secret_value() for key in self.api_keys):
+            raise ValueError("api_keys must not contain empty keys")
+        return self
+
+    def key_values(self) -> list[str]:
+        """The configured API keys in clear (for the auth check only; never log them)."""
+        return [key.get_secret_value() for key in self.api_keys]

@@ -1,0 +1,215 @@
+"""The act flow's failure paths, in process (TestClient) with a store that fails on demand:
+a store outage or a lost race at ``append`` after the engine ran, a model version that is not
+loaded, small mirrors that force rebuilds, and the ``serve`` command's argument handling."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Any
+
+import pytest
+
+from server.app import create_app
+from server.command import add_arguments, run, settings_from_args
+from server.settings import ServerSettings
+from server.store import AppendOutcome, SessionMeta, StoreUnavailable
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+class FaultyStore:
+    """Delegates to a real store; the next ``append`` can raise or answer a scripted outcome."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.next_append: BaseException | AppendOutcome | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append(self, session_id, record, response):
+        scripted, self.next_append = self.next_append, None
+        if isinstance(scripted, BaseException):
+            raise scripted
+        if scripted is not None:
+            return scripted
+        return await self.inner.append(session_id, record, response)
+
+
+@pytest.fixture
+def app_client(tiny_checkpoint, short_checkpoint):
+    """An in-process app (memory store) whose store fails on demand: (client, faulty store, ctx)."""
+    app = create_app(ServerSettings(checkpoints=[str(tiny_checkpoint), str(short_checkpoint)], cache_slots=4))
+    ctx = app.state.ctx
+    faulty = FaultyStore(ctx.sessions.store)
+    ctx.sessions.store = faulty
+    with TestClient(app) as client:
+        yield client, faulty, ctx
+
+
+def act(client, sid: str, step: int, start: int = 0, done: bool = False):
+    body: dict[str, Any] = {"step": step, "observation": [float(step % 7), 1.0]}
+    if step != start:
+        body["reward"] = 0.25
+    if done:
+        body["done"] = True
+    return client.post(f"/sessions/{sid}/act", json=body)
+
+
+def actions(client, sid: str, steps: range) -> list[int]:
+    out = []
+    for step in steps:
+        response = act(client, sid, step)
+        assert response.status_code == 200, response.text
+        out.append(response.json()["action"])
+    return out
+
+
+def recreate(client, sid: str, model: str = "darkroom-test") -> None:
+    client.delete(f"/sessions/{sid}")
+    assert client.post("/sessions", json={"model": model, "session_id": sid}).status_code == 201
+
+
+def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app_client):
+    client, faulty, ctx = app_client
+    recreate(client, "f1")
+    reference = actions(client, "f1", range(0, 8))
+    recreate(client, "f1")
+    first = actions(client, "f1", range(0, 4))
+    before = client.get("/sessions/f1").json()
+    engine = ctx.registry.resolve("darkroom-test").engine
+    assert engine.is_cached_at(("f1", before["created_at"]), 0, 4)  # step 4 would decode incrementally
+    faulty.next_append = StoreUnavailable("redis went away", retry_after=2)
+    response = act(client, "f1", 4)
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert client.get("/sessions/f1").json() == before
+    engine = ctx.registry.resolve("darkroom-test").engine
+    assert not engine.is_cached_at(("f1", before["created_at"]), 0, 4)  # it ran ahead: slot dropped
+    assert ctx.sessions.mirror.get("f1") is None
+    assert first + actions(client, "f1", range(4, 8)) == reference
+
+
+def test_lost_race_at_append_is_a_conflict_or_the_stored_answer(app_client):
+    client, faulty, ctx = app_client
+    recreate(client, "f2")
+    actions(client, "f2", range(0, 3))
+    faulty.next_append = AppendOutcome("conflict", next_step=5)
+    response = act(client, "f2", 3)
+    assert response.status_code == 409 and response.json()["error"]["expected_step"] == 5
+    assert ctx.sessions.mirror.get("f2") is None
+    stored = {"session_id": "f2", "step": 3, "episode": 0, "action": 4}
+    faulty.next_append = AppendOutcome("duplicate", response=stored)
+    response = act(client, "f2", 3)
+    assert response.status_code == 200
+    assert {k: v for k, v in response.json().items() if k != "timings"} == stored
+    assert client.get("/sessions/f2").json()["step"] == 3  # the scripted answers wrote nothing
+
+
+def test_session_on_a_version_not_loaded_here_is_409(app_client):
+    client, _, ctx = app_client
+    meta = SessionMeta(
+        "ghost", "", "darkroom-test", "99", "ad", ctx.registry.resolve("darkroom-test").retention
+    )
+    client.portal.call(ctx.store.create, meta)
+    response = act(client, "ghost", 0)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "model_unavailable"
+    info = client.get("/sessions/ghost").json()
+    assert info["model"] == {"name": "darkroom-test", "version": "99"} and info["observation_dim"] is None
+
+
+def test_tiny_mirror_rebuilds_from_the_store_with_identical_actions(tiny_checkpoint, short_checkpoint):
+    def run_both(mirror_sessions: int) -> list[int]:
+        settings = ServerSettings(
+            checkpoints=[str(short_checkpoint)], cache_slots=1, mirror_sessions=mirror_sessions
+        )
+        out = []
+        with TestClient(create_app(settings)) as client:
+            for sid in ("m1", "m2"):
+                recreate(client, sid, "short-test")
+            for episode in range(3):
+                start = episode * 5
+                for step in range(start, start + 5):
+                    for sid in ("m1", "m2"):  # interleaved: with 1 mirror and 1 slot, every act rebuilds
+                        response = act(client, sid, step, start=start, done=step == start + 4)
+                        assert response.status_code == 200, response.text
+                        out.append(response.json()["action"])
+        return out
+
+    assert run_both(1) == run_both(100)
+
+
+def test_serve_command_arguments(tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    monkeypatch.setenv("T2MIR_MAX_BATCH_SIZE", "4")
+    args = parser.parse_args(
+        ["--checkpoint", "a", "--checkpoint", "b", "--no-cache", "--port", "9", "--max-wait-ms", "0"]
+    )
+    settings = settings_from_args(args)
+    assert settings.checkpoints == ["a", "b"] and settings.no_cache and settings.port == 9
+    assert settings.max_batch_size == 4 and settings.max_wait_ms == 0  # env and flags combine, flags win
+    monkeypatch.delenv("T2MIR_CHECKPOINTS", raising=False)
+    assert run(parser.parse_args([])) == 2
+    assert run(parser.parse_args(["--checkpoint", "x", "--max-batch-size", "0"])) == 2
+
+
+def test_old_versions_are_bounded_and_their_sessions_get_409(tmp_path, tiny_checkpoint, make_checkpoint):
+    directory = tmp_path / "darkroom-test"
+    make_checkpoint(directory, "darkroom-test", "1")
+    settings = ServerSettings(checkpoints=[str(directory)], cache_slots=2, max_versions_per_model=2)
+    with TestClient(create_app(settings)) as client:
+        recreate(client, "v1")
+        actions(client, "v1", range(0, 2))
+        for version in ("2", "3"):
+            make_checkpoint(directory, "darkroom-test", version, seed=int(version))
+            assert client.post("/models/darkroom-test/reload").json()["version"] == version
+            recreate(client, f"v{version}")
+            actions(client, f"v{version}", range(0, 2))
+        loaded = [m["version"] for m in client.get("/models").json()["models"]]
+        assert loaded == ["2", "3"]  # v1 was the least recently used old version
+        assert act(client, "v1", 2).json()["error"]["code"] == "model_unavailable"
+        assert act(client, "v2", 2).status_code == 200
+
+
+def test_dpt_continuous_sessions_match_with_and_without_cache(tmp_path, make_checkpoint):
+    from t2mir_model import ActionSpec
+
+    directory = make_checkpoint(
+        tmp_path / "dpt",
+        "dpt-test",
+        "1",
+        backbone="dpt",
+        action=ActionSpec("continuous", dim=2, low=(-2.0, -2.0), high=(2.0, 2.0)),
+        max_episode_steps=5,
+    )
+
+    def run_episodes(no_cache: bool) -> list[list[float]]:
+        settings = ServerSettings(checkpoints=[str(directory)], cache_slots=2, no_cache=no_cache)
+        out = []
+        with TestClient(create_app(settings)) as client:
+            created = client.post("/sessions", json={"session_id": "c1", "sampling": "sample"}).json()
+            assert created["sampling"] == "greedy"  # continuous heads are deterministic
+            assert created["action"] == {
+                "kind": "continuous",
+                "dim": 2,
+                "low": [-2.0, -2.0],
+                "high": [2.0, 2.0],
+            }
+            for episode in range(3):
+                start = episode * 6
+                for step in range(start, start + 6):
+                    response = act(client, "c1", step, start=start, done=step == start + 5)
+                    assert response.status_code == 200, response.text
+                    if step != start + 5:
+                        out.append(response.json()["action"])
+            assert client.get("/sessions/c1").json()["returns"] == [1.25] * 3
+        return out
+
+    cached, uncached = run_episodes(False), run_episodes(True)
+    assert all(len(a) == 2 and all(-2.0 <= x <= 2.0 for x in a) for a in cached)
+    for a, b in zip(cached, uncached, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)

@@ -1,0 +1,178 @@
+"""The batcher with a fake engine (no model): scheduling, batch limits, per-session exclusivity,
+failure isolation and draining on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+
+from server.batcher import Batcher, BatcherClosed
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass(frozen=True)
+class Req:
+    key: str
+    tag: str = ""
+
+
+class FakeEngine:
+    """Records calls; the first ``hold`` calls block until `release` (to keep a forward running)."""
+
+    def __init__(self, hold: int = 0, fail_on: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.evicted: list[str] = []
+        self.hold = hold
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.fail_on = fail_on
+        self.threads: set[str] = set()
+
+    def act(self, requests):
+        self.threads.add(threading.current_thread().name)
+        self.calls.append([f"{r.key}{r.tag}" for r in requests])
+        if len(self.calls) <= self.hold:
+            self.entered.set()
+            self.gate.wait(10)
+        if self.fail_on is not None and any(r.key == self.fail_on for r in requests):
+            raise RuntimeError("boom")
+        return SimpleNamespace(
+            results=[SimpleNamespace(action=f"{r.key}{r.tag}", cache_hit=False) for r in requests], routing=[]
+        )
+
+    def evict(self, key):
+        self.evicted.append(key)
+
+
+async def wait_entered(engine: FakeEngine) -> None:
+    while not engine.entered.is_set():
+        await asyncio.sleep(0.001)
+
+
+async def test_lone_request_runs_at_once_even_with_a_long_window():
+    engine = FakeEngine()
+    batcher = Batcher(engine, max_batch_size=8, max_wait_ms=60_000)
+    result = await asyncio.wait_for(batcher.submit(Req("a")), 10)  # would time out if it waited the window
+    assert result.result.action == "a" and result.batch_size == 1
+    await batcher.close()
+    assert engine.calls == [["a"]]
+    assert all(name.startswith("t2mir-") for name in engine.threads)  # ran on the worker thread
+
+
+async def test_requests_queued_during_a_forward_join_the_next_call():
+    engine = FakeEngine(hold=1)
+    batcher = Batcher(engine, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.ensure_future(batcher.submit(Req("a")))
+    await wait_entered(engine)
+    rest = [asyncio.ensure_future(batcher.submit(Req(k))) for k in "bcd"]
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert engine.calls == [["a"], ["b", "c", "d"]]
+    assert [r.result.action for r in results] == ["a", "b", "c", "d"]
+    assert [r.batch_size for r in results] == [1, 3, 3, 3]
+    await batcher.close()
+
+
+async def test_max_batch_size_is_respected():
+    engine = FakeEngine(hold=1)
+    batcher = Batcher(engine, max_batch_size=2, max_wait_ms=0)
+    first = asyncio.ensure_future(batcher.submit(Req("a")))
+    await wait_entered(engine)
+    rest = [asyncio.ensure_future(batcher.submit(Req(k))) for k in "bcdef"]
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, *rest)
+    assert engine.calls == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+    await batcher.close()
+
+
+async def test_a_session_appears_at_most_once_per_call_and_keeps_its_order():
+    engine = FakeEngine(hold=1)
+    batcher = Batcher(engine, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.ensure_future(batcher.submit(Req("x", "0")))
+    await wait_entered(engine)
+    rest = [
+        asyncio.ensure_future(batcher.submit(Req(k, t)))
+        for k, t in [("a", "1"), ("b", "1"), ("a", "2"), ("a", "3")]
+    ]
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, *rest)
+    assert engine.calls == [["x0"], ["a1", "b1"], ["a2"], ["a3"]]
+    for call in engine.calls:
+        keys = [item[0] for item in call]
+        assert len(keys) == len(set(keys))
+    await batcher.close()
+
+
+async def test_under_load_the_batch_waits_for_more_within_the_window():
+    engine = FakeEngine(hold=1)
+    batcher = Batcher(engine, max_batch_size=3, max_wait_ms=60_000)
+    first = asyncio.ensure_future(batcher.submit(Req("a")))
+    await wait_entered(engine)
+    b = asyncio.ensure_future(batcher.submit(Req("b")))
+    c = asyncio.ensure_future(batcher.submit(Req("c")))
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await first
+    await asyncio.sleep(0.05)  # b and c are queued together: the batch waits for a third (or the window)
+    d = asyncio.ensure_future(batcher.submit(Req("d")))
+    await asyncio.wait_for(asyncio.gather(b, c, d), 10)  # full batch: no need to wait the window
+    assert engine.calls == [["a"], ["b", "c", "d"]]
+    await batcher.close()
+
+
+async def test_a_failing_request_fails_alone_and_its_slots_are_evicted():
+    engine = FakeEngine(hold=1, fail_on="bad")
+    batcher = Batcher(engine, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.ensure_future(batcher.submit(Req("a")))
+    await wait_entered(engine)
+    good = asyncio.ensure_future(batcher.submit(Req("b")))
+    bad = asyncio.ensure_future(batcher.submit(Req("bad")))
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await first
+    assert (await good).result.action == "b"
+    with pytest.raises(RuntimeError, match="boom"):
+        await bad
+    assert "bad" in engine.evicted and "b" in engine.evicted  # the failed batch call may have claimed slots
+    assert engine.calls[1:] == [["b", "bad"], ["b"], ["bad"]]
+    await batcher.close()
+
+
+async def test_shutdown_drains_queued_and_in_flight_work():
+    engine = FakeEngine(hold=1)
+    batcher = Batcher(engine, max_batch_size=2, max_wait_ms=0)
+    futures = [asyncio.ensure_future(batcher.submit(Req("a")))]
+    await wait_entered(engine)
+    futures += [asyncio.ensure_future(batcher.submit(Req(k))) for k in "bcd"]
+    await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0.01)
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(Req("late"))
+    engine.gate.set()
+    await closing
+    assert [f.result().result.action for f in futures] == ["a", "b", "c", "d"]
+    assert engine.calls == [["a"], ["b", "c"], ["d"]]
+
+
+async def test_evict_runs_on_the_worker_thread_after_running_calls():
+    engine = FakeEngine(hold=1)
+    batcher = Batcher(engine, max_batch_size=2, max_wait_ms=0)
+    first = asyncio.ensure_future(batcher.submit(Req("a")))
+    await wait_entered(engine)
+    evicting = asyncio.ensure_future(batcher.evict("a"))
+    await asyncio.sleep(0.01)
+    assert engine.evicted == []  # waits for the running forward
+    engine.gate.set()
+    await first
+    await evicting
+    assert engine.evicted == ["a"]
+    await batcher.close()

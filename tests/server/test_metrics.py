@@ -1,0 +1,105 @@
+"""Server metrics: DESIGN.md names, private registries, routing aggregation from real engine output."""
+
+from __future__ import annotations
+
+import torch
+from model_factory import tiny_policy
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.metrics import ServerMetrics
+from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.history import SessionHistory
+
+DESIGN_NAMES = {
+    "t2mir_act_requests",
+    "t2mir_act_latency_seconds",
+    "t2mir_batch_size",
+    "t2mir_queue_wait_seconds",
+    "t2mir_sessions_active",
+    "t2mir_kv_cache_hits",
+    "t2mir_kv_cache_misses",
+    "t2mir_kv_cache_slots_used",
+    "t2mir_store_latency_seconds",
+    "t2mir_episode_return",
+    "t2mir_expert_tokens",
+    "t2mir_task_expert_weight",
+    "t2mir_router_load_cv",
+    "t2mir_router_entropy",
+    "t2mir_model_info",
+}
+
+
+def families(metrics: ServerMetrics) -> dict[str, list]:
+    """name -> samples, parsed by prometheus_client's own parser."""
+    return {f.name: f.samples for f in text_string_to_metric_families(metrics.render().decode())}
+
+
+def engine_output(steps: int = 3):
+    policy = tiny_policy()
+    engine = DecodeEngine(policy, num_slots=4)
+    histories = [SessionHistory(), SessionHistory()]
+    outputs = []
+    for t in range(steps):
+        for h in histories:
+            if t == 0:
+                h.observe(torch.randn(4))
+            else:
+                h.observe(torch.randn(4), 0.5, torch.tensor(1))
+        outputs.append(engine.act([ActRequest(i, h, seed=t) for i, h in enumerate(histories)]))
+    return policy, outputs
+
+
+def test_exposition_has_exactly_the_design_names():
+    metrics = ServerMetrics()
+    metrics.bind(sessions_active=lambda: 3, slots_used=lambda: 2)
+    metrics.model_loaded("m", "1", "ad")
+    metrics.act_done(200, 0.004)
+    metrics.act_done(409, 0.001)
+    metrics.store_op("append", 0.0003)
+    metrics.episode_closed("m", 42.0)
+    _, outputs = engine_output()
+    for out in outputs:
+        metrics.record_engine_output("m", out, [0.001] * len(out.results))
+    found = families(metrics)
+    assert set(found) == DESIGN_NAMES
+    sample = {s.name: s for s in found["t2mir_sessions_active"]}
+    assert sample["t2mir_sessions_active"].value == 3
+    statuses = {s.labels["status"]: s.value for s in found["t2mir_act_requests"] if s.name.endswith("_total")}
+    assert statuses == {"200": 1.0, "409": 1.0}
+    hits = [s.value for s in found["t2mir_kv_cache_hits"] if s.name.endswith("_total")]
+    misses = [s.value for s in found["t2mir_kv_cache_misses"] if s.name.endswith("_total")]
+    assert hits == [4.0] and misses == [2.0]  # 2 sessions: one rebuild each, then incremental
+
+
+def test_expert_counters_match_routing_and_labels_are_bounded():
+    metrics = ServerMetrics()
+    policy, outputs = engine_output()
+    for out in outputs:
+        metrics.record_routing("m", out.routing)
+    found = families(metrics)
+    tokens = [s for s in found["t2mir_expert_tokens"] if s.name.endswith("_total")]
+    assert {tuple(sorted(s.labels)) for s in tokens} == {("expert", "layer", "modality", "model", "router")}
+    assert {s.labels["router"] for s in tokens} == {"token"}
+    assert {s.labels["modality"] for s in tokens} <= {"s", "a", "r"}
+    expected = sum(
+        float(layer.token.counts.sum()) for out in outputs for forward in out.routing for layer in forward
+    )
+    assert sum(s.value for s in tokens) == expected
+    top_k = policy.config.moe.token_top_k
+    new_tokens = sum(out.new_tokens for out in outputs)
+    layers = len(policy.config.moe.layer_indices(policy.config.n_layers))
+    assert expected == top_k * new_tokens * layers
+    weights = [s for s in found["t2mir_task_expert_weight"] if s.name.endswith("_total")]
+    assert weights and sum(s.value for s in weights) > 0
+    for name in ("t2mir_router_load_cv", "t2mir_router_entropy"):
+        routers = {(s.labels["layer"], s.labels["router"]) for s in found[name]}
+        assert {r for _, r in routers} == {"token", "task"}
+    entropy = [s.value for s in found["t2mir_router_entropy"]]
+    assert all(0.0 <= v <= 1.0 + 1e-6 for v in entropy)
+
+
+def test_registries_are_private():
+    a, b = ServerMetrics(), ServerMetrics()
+    a.act_done(200, 0.01)
+    samples = families(b)["t2mir_act_requests"]
+    assert not [s for s in samples if s.name.endswith("_total")]
