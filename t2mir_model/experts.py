@@ -30,7 +30,9 @@ class ExpertBank(nn.Module):
         nn.init.normal_(self.w2, std=1.0 / math.sqrt(hidden))
 
     def forward(self, x: Tensor, gates: Tensor) -> Tensor:
-        """x (N, d), gates (N, E) -> gate-weighted sum of expert outputs (N, out)."""
-        hidden = F.gelu(torch.einsum("nd,edh->neh", x, self.w1) + self.b1)  # (N, E, hidden)
-        y = torch.einsum("ne,neh,eho->no", gates, hidden, self.w2) + gates @ self.b2  # (N, out)
-        return self.dropout(y)
+        """x (N, d), gates (N, E) -> gate-weighted sum of expert outputs (N, out).
+
+        Batched over experts with the weights in their stored layout (no per-call weight copies)."""
+        hidden = F.gelu(torch.matmul(x, self.w1) + self.b1[:, None, :])  # (E, N, hidden)
+        out = torch.bmm(hidden, self.w2) + self.b2[:, None, :]  # (E, N, out)
+        return self.dropout((out * gates.T.unsqueeze(-1)).sum(0))  # (N, out)

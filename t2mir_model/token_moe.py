@@ -65,7 +65,11 @@ class TokenMoE(nn.Module):
         importance = (gates * flat_w[:, None]).sum(0)
         selected = (gates > 0).to(h.dtype) * flat_w[:, None]  # (N, E)
         modality = F.one_hot(kind.reshape(b * t), 3).to(h.dtype)  # (N, 3)
-        balance = self.w_imp * cv_squared(importance) + self.w_load * cv_squared(load)
+        balance = (
+            self.w_imp * cv_squared(importance) + self.w_load * cv_squared(load)
+            if self.training
+            else h.new_zeros(())
+        )
         return y, TokenRouting(
             counts=modality.T @ selected, importance=importance, load=load, balance_loss=balance
         )

@@ -31,7 +31,7 @@ def test_top_k_weights_sum_to_one_and_vanish_off_the_top_k():
 def test_balance_loss_zero_when_balanced_positive_when_collapsed():
     assert cv_squared(torch.tensor([5.0, 5.0, 5.0])) == 0
     torch.testing.assert_close(cv_squared(torch.tensor([15.0, 0.0, 0.0])), torch.tensor(2.0))
-    moe = TokenMoE(8, 8, 16, n_experts=4, top_k=1, noisy=False, w_imp=1.0, w_load=1.0, dropout=0.0).eval()
+    moe = TokenMoE(8, 8, 16, n_experts=4, top_k=1, noisy=False, w_imp=1.0, w_load=1.0, dropout=0.0).train()
     with torch.no_grad():
         moe.router.inner.weight.fill_(1.0)
         moe.router.outer.weight.copy_(torch.outer(torch.tensor([0.0, 0.0, 1.0, 0.0]), torch.ones(4)))
@@ -136,3 +136,9 @@ def test_decode_refuses_training_mode_and_overflow():
     policy.train()
     with pytest.raises(RuntimeError, match="eval"):
         policy.decode(cache, [StepRow(0, 3)], tokens)
+
+
+def test_balance_loss_is_a_training_quantity():
+    moe = TokenMoE(8, 8, 16, n_experts=4, top_k=2, noisy=True, w_imp=1.0, w_load=1.0, dropout=0.0).eval()
+    _, stats = moe(torch.randn(1, 6, 8), torch.ones(1, 6), torch.zeros(1, 6, dtype=torch.long))
+    assert stats.balance_loss == 0 and stats.load.sum() == 12
