@@ -3,7 +3,7 @@
 Depends on torch and safetensors only.
 """
 
-from .checkpoint import CheckpointError, read_card, read_config, variant_name
+from .checkpoint import CheckpointError, read_card, read_config, update_card, variant_name
 from .configuration import ActionSpec, ConfigError, MoEConfig, ObservationSpec, T2MIRConfig
 from .kv_cache import CacheCapacityError, KVCache, StepRow
 from .modeling import PolicyBatch, T2MIRPolicy
@@ -35,5 +35,6 @@ __all__ = [
     "interleave_steps",
     "read_card",
     "read_config",
+    "update_card",
     "variant_name",
 ]

@@ -144,6 +144,17 @@ def read_card(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
 
 
+def update_card(directory: str | Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``fields`` into a checkpoint's card (e.g. new measured metrics) and re-render its README."""
+    path = Path(directory)
+    card = {**read_card(path), **fields}
+    if not card:
+        raise CheckpointError(f"{path / CARD_FILE} is missing")
+    _atomic_write_text(path / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    _atomic_write_text(path / README_FILE, _render_readme(card))
+    return card
+
+
 def load_checkpoint(
     cls: type[T2MIRPolicy], directory: str | Path, map_location: str | torch.device
 ) -> T2MIRPolicy:

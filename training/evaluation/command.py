@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from t2mir_model import T2MIRPolicy, read_card, variant_name
+from t2mir_model import T2MIRPolicy, read_card, update_card, variant_name
 from training.envs import task_split
 from training.evaluation.plots import plot_returns
 from training.evaluation.runner import evaluate
@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", help="per-task per-episode CSV path (default: next to the JSON)")
     parser.add_argument("--png", help="return-against-episode plot (default: next to the JSON)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="record this evaluation as the checkpoint card's measured metrics",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -63,4 +68,7 @@ def run(args: argparse.Namespace) -> int:
         f"last episode: {result.last_mean:.2f} (95% CI {low:.2f} .. {high:.2f}); best episode mean {result.best_mean:.2f}"
     )
     print(f"wrote {json_path}, {csv_path}, {png_path}")
+    if args.update_card:
+        update_card(args.checkpoint, {"metrics": result.card_metrics(args.tasks)})
+        print(f"updated the card of {args.checkpoint}")
     return 0

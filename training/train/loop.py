@@ -167,15 +167,7 @@ def _card(config: TrainConfig, step: int, wall: float, result: EvalResult | None
         },
     }
     if result is not None:
-        card["metrics"] = {
-            "eval_tasks": "test",
-            "episodes": int(result.returns.shape[1]),
-            "seed": result.seed,
-            "sample": result.sample,
-            "last_episode_mean_return": result.last_mean,
-            "best_episode_mean_return": result.best_mean,
-            "episode_means": [round(v, 3) for v in result.episode_means.tolist()],
-        }
+        card["metrics"] = result.card_metrics("test")
     return card
 
 
