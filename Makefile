@@ -16,11 +16,32 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# redis-server for the integration tests (each test run starts its own on a free port).
+# System packages the tests run for real, from apt when missing (one `apt-get update` at most):
+# redis-server (integration tests; each run starts its own on a free port), docker-compose
+# (`docker-compose config` validates deploy/*.yml; no Docker engine needed), prometheus (promtool,
+# and a real Prometheus scraping a test server), nginx (scale-out config). Services the packages
+# start on install (prometheus on :9090, nginx on :80) are stopped and disabled: tests start their
+# own on free ports. Each entry of the loop below is command:package.
 system-deps:
-	@command -v redis-server >/dev/null || { \
-		[ -f $(APT_UPDATED) ] || { apt-get update -qq && touch $(APT_UPDATED); }; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@missing=""; \
+	for dep in redis-server:redis-server docker-compose:docker-compose promtool:prometheus \
+		prometheus:prometheus nginx:nginx; do \
+		cmd=$${dep%%:*}; pkg=$${dep#*:}; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /usr/bin/$$cmd ] || \
+			case " $$missing " in *" $$pkg "*) ;; *) missing="$$missing $$pkg";; esac; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "system-deps: installing$$missing"; \
+		[ -f $(APT_UPDATED) ] || { $$sudo apt-get update -qq && touch $(APT_UPDATED); } || exit 1; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+		for svc in prometheus nginx; do \
+			case " $$missing " in *" $$svc "*) \
+				if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now $$svc >/dev/null 2>&1; \
+				else $$sudo service $$svc stop >/dev/null 2>&1; $$sudo update-rc.d $$svc disable >/dev/null 2>&1; fi; \
+			esac; \
+		done; \
+	fi; true
 
 test: setup system-deps
 	$(BIN)/python -m pytest
