@@ -1,0 +1,119 @@
+"""Cost growth: the time of one act as the context grows, cached step versus full recompute.
+
+Measured in this process on one policy with the checkpoint's architecture (d_model, layers,
+heads, MoE) and random weights, its ``context_episodes`` raised so that the longest context
+fits. A context of E episodes holds E full episodes (E x max_episode_steps steps, 3 tokens each):
+
+- ``cached``: one step appended to a KV cache holding that context (what the t2mir engine does
+  on every act inside an episode);
+- ``full``: one forward over the whole context at batch 1 (what the naive baseline does on every
+  act, and what the engine does once per episode when it rebuilds a session's slot).
+
+Timings come from `t2mir_model.bench.bench` (median of ``repeats`` after a warm-up call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig, T2MIRPolicy, read_config
+from t2mir_model.bench import bench
+
+
+@dataclass(frozen=True)
+class GrowthRow:
+    """Median per-act times for one context size."""
+
+    episodes: int
+    context_steps: int
+    context_tokens: int
+    cached_ms: float
+    full_ms: float
+
+    @property
+    def speedup(self) -> float:
+        """Full recompute over cached step."""
+        return self.full_ms / self.cached_ms if self.cached_ms > 0 else float("inf")
+
+
+def darkroom_config() -> T2MIRConfig:
+    """The DarkRoom checkpoint's shape (used when no checkpoint is given)."""
+    return T2MIRConfig(
+        observation=ObservationSpec(2),
+        action=ActionSpec("discrete", n=5),
+        env_id="t2mir/DarkRoom-v0",
+        d_model=64,
+        n_layers=3,
+        n_heads=4,
+        max_episode_steps=100,
+        context_episodes=3,
+    )
+
+
+def growth_config(checkpoint: str | None, max_episodes: int) -> T2MIRConfig:
+    """The checkpoint's architecture (AD backbone) with room for ``max_episodes`` episodes."""
+    config = read_config(checkpoint) if checkpoint else darkroom_config()
+    return config.replace(backbone="ad", context_episodes=max(max_episodes + 1, config.context_episodes))
+
+
+def measure_growth(
+    config: T2MIRConfig,
+    episodes: Sequence[int],
+    repeats: int = 20,
+    threads: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[GrowthRow]:
+    """One row per context size, on a random policy of ``config`` on ``device``."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            policy = T2MIRPolicy(config).to(device).eval()
+        rows = []
+        for n in episodes:
+            steps = n * config.max_episode_steps
+            row = bench(policy, 1, steps, repeats)
+            rows.append(GrowthRow(n, steps, 3 * steps, row.cached_ms, row.full_ms))
+        return rows
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def growth_report(rows: Sequence[GrowthRow], config: T2MIRConfig, repeats: int) -> dict[str, Any]:
+    """JSON section: rows, growth relative to the smallest context, and the policy measured."""
+    first = rows[0] if rows else None
+    out_rows = []
+    for r in rows:
+        scale = r.episodes / first.episodes if first else 1.0
+        out_rows.append(
+            {
+                **asdict(r),
+                "speedup": r.speedup,
+                "cached_growth": r.cached_ms / first.cached_ms if first else None,
+                "full_growth": r.full_ms / first.full_ms if first else None,
+                "context_growth": scale,
+            }
+        )
+    return {
+        "policy": {
+            "d_model": config.d_model,
+            "n_layers": config.n_layers,
+            "n_heads": config.n_heads,
+            "max_episode_steps": config.max_episode_steps,
+            "context_episodes": config.context_episodes,
+            "weights": "random",
+        },
+        "repeats": repeats,
+        "batch": 1,
+        "rows": out_rows,
+        "cached_at_most_linear": all(
+            r["cached_growth"] is not None and r["cached_growth"] <= r["context_growth"] * 1.10
+            for r in out_rows
+        ),
+    }

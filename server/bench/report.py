@@ -1,0 +1,235 @@
+"""The report of one run: machine description, JSON layout and the tables (text or Markdown).
+
+JSON layout (``schema: "t2mir-bench/1"``)::
+
+    {schema, label, created, command, machine: {cpu_model, cores, load_average, python, torch, platform},
+     config: {checkpoint, model, env, transports, store, sessions, duration_s, warmup_s,
+              prefill_episodes, torch_threads, server_args, baseline},
+     parity: {acts, mismatches, first_mismatch} | null,
+     runs: [{target, transport, sessions, duration_s, acts, acts_per_s, done_calls, errors,
+             error_samples, latency_ms: {p50, p95, p99, mean, max},
+             server_timings_ms: {part: {mean, p50}}, cpu_percent: {server, redis, loadgen},
+             engine_calls, batch: {mean, histogram: [{sizes, calls}]} | null,
+             cache: {hits, misses, hit_rate} | null}],
+     ratios: [{transport, sessions, throughput_ratio, p50_latency_ratio}],
+     growth: {policy, repeats, batch, rows: [{episodes, context_steps, context_tokens, cached_ms,
+              full_ms, speedup, cached_growth, full_growth, context_growth}],
+              cached_at_most_linear} | null,
+     plots: {latency, throughput, growth}}
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "t2mir-bench/1"
+REPORT_KEYS = (
+    "schema",
+    "label",
+    "created",
+    "command",
+    "machine",
+    "config",
+    "parity",
+    "runs",
+    "ratios",
+    "growth",
+    "plots",
+)
+RUN_KEYS = (
+    "target",
+    "transport",
+    "sessions",
+    "duration_s",
+    "acts",
+    "acts_per_s",
+    "done_calls",
+    "errors",
+    "latency_ms",
+    "server_timings_ms",
+    "cpu_percent",
+    "engine_calls",
+    "batch",
+    "cache",
+)
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """Where the numbers were measured (``device``: the torch device the servers use)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": device,
+    }
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _is_text(cell: str) -> bool:
+    """True for a cell that is not a number (left-aligned in Markdown)."""
+    head = cell.lstrip("-+").replace(",", "")[:1]
+    return bool(head) and not head.isdigit() and cell != "-"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
+    """A text table with right-aligned columns, or a Markdown table."""
+    cells = [[_fmt(c) if not isinstance(c, str) else c for c in row] for row in rows]
+    if markdown:
+        left = [bool(cells) and all(_is_text(r[i]) for r in cells) for i in range(len(headers))]
+        rule = "|" + "|".join(":---" if is_left else "---:" for is_left in left) + "|"
+        lines = ["| " + " | ".join(headers) + " |", rule]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def load_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """Latency, throughput, batching, cache and CPU per (target, transport, sessions)."""
+    headers = ["server", "transport", "sessions", "p50 ms", "p95 ms", "p99 ms", "acts/s", "mean batch",
+               "cache hits", "server CPU %", "errors"]  # fmt: skip
+    rows = []
+    for r in runs:
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                r["target"],
+                r["transport"],
+                r["sessions"],
+                lat["p50"],
+                lat["p95"],
+                lat["p99"],
+                f"{r['acts_per_s']:,.0f}",
+                (r["batch"] or {}).get("mean"),
+                _pct((r["cache"] or {}).get("hit_rate")),
+                f"{r['cpu_percent'].get('server'):.0f}"
+                if r["cpu_percent"].get("server") is not None
+                else "-",
+                r["errors"],
+            ]
+        )
+    return table(headers, rows, markdown)
+
+
+def ratio_table(ratios: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """t2mir versus baseline, per session count."""
+    headers = ["transport", "sessions", "throughput (t2mir / baseline)", "p50 latency (baseline / t2mir)"]
+    rows = [
+        [
+            r["transport"],
+            r["sessions"],
+            "-" if r["throughput_ratio"] is None else f"{r['throughput_ratio']:.1f}x",
+            "-" if r["p50_latency_ratio"] is None else f"{r['p50_latency_ratio']:.1f}x",
+        ]
+        for r in ratios
+    ]
+    return table(headers, rows, markdown)
+
+
+BREAKDOWN_PARTS = ("parse", "store_read", "queue_wait", "forward", "store_write", "other", "outside")
+
+
+BREAKDOWN_HEADERS = {"outside": "serialise + transport"}
+
+
+def breakdown_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """Mean ms of each part of one act, from the server's own timings."""
+    parts = [BREAKDOWN_HEADERS.get(p, p) for p in BREAKDOWN_PARTS]
+    headers = ["server", "transport", "sessions", *parts, "client latency"]
+    rows = []
+    for r in runs:
+        parts = r["server_timings_ms"]
+        rows.append(
+            [
+                r["target"],
+                r["transport"],
+                r["sessions"],
+                *[parts[p]["mean"] if p in parts else "-" for p in BREAKDOWN_PARTS],
+                r["latency_ms"]["mean"],
+            ]
+        )
+    return table(headers, rows, markdown)
+
+
+def batch_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """Engine calls by batch size (t2mir runs only)."""
+    headers = ["transport", "sessions", "engine calls", "calls by batch size"]
+    rows = []
+    for r in runs:
+        if r["batch"] is None:
+            continue
+        histogram = ", ".join(f"{h['sizes']}: {h['calls']}" for h in r["batch"]["histogram"])
+        rows.append([r["transport"], r["sessions"], r["engine_calls"], histogram or "-"])
+    return table(headers, rows, markdown)
+
+
+def growth_table(growth: dict[str, Any], markdown: bool = False) -> str:
+    """Per-act time against context size."""
+    headers = ["context episodes", "tokens", "cached step ms", "full forward ms", "full / cached",
+               "cached growth", "full growth"]  # fmt: skip
+    rows = [
+        [
+            r["episodes"],
+            r["context_tokens"],
+            f"{r['cached_ms']:.3f}",
+            f"{r['full_ms']:.2f}",
+            f"{r['speedup']:.1f}x",
+            f"{r['cached_growth']:.2f}x",
+            f"{r['full_growth']:.2f}x",
+        ]
+        for r in growth["rows"]
+    ]
+    return table(headers, rows, markdown)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Everything as text tables on stdout."""
+    m = report["machine"]
+    print(f"\n{report['label']}: {m['cpu_model']}, {m['cores']} cores, load average {m['load_average']}")
+    if report["parity"] is not None:
+        p = report["parity"]
+        print(f"baseline parity: {p['acts']} acts, {p['mismatches']} different actions")
+    if report["runs"]:
+        print("\n" + load_table(report["runs"]))
+        print("\nwhere the time of one act goes (mean ms)\n" + breakdown_table(report["runs"]))
+        if any(r["batch"] for r in report["runs"]):
+            print("\n" + batch_table(report["runs"]))
+    if report["ratios"]:
+        print("\n" + ratio_table(report["ratios"]))
+    if report["growth"] is not None:
+        print("\ncost growth with context (batch 1)\n" + growth_table(report["growth"]))
