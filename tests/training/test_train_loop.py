@@ -125,3 +125,16 @@ def test_config_files_and_overrides(tmp_path):
         parse_overrides(["stepz=5"])
     with pytest.raises(ValueError, match="true/false"):
         parse_overrides(["token_moe=maybe"])
+
+
+def test_dpt_prompts_are_truncated_to_random_prefixes_keys_stay_whole(darkroom_dataset):
+    from training.datasets import load_dataset
+    from training.train.batches import to_policy_batches
+
+    ds = load_dataset(darkroom_dataset, split="train")
+    rng = np.random.default_rng(0)
+    batch, keys = to_policy_batches(ds.sample_dpt(rng, 64, 2), True, rng)
+    prompt_valid = batch.tokens.valid[:, :-2].sum(1) // 3  # prompt steps kept per row
+    assert prompt_valid.min() == 0 and prompt_valid.max() > 90 and len(set(prompt_valid.tolist())) > 20
+    assert (keys.tokens.valid[:, :-2].sum(1) == 300).all()
+    assert batch.target_mask[:, -2:].all() and not batch.target_mask[:, :-2].any()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -46,14 +48,34 @@ def dpt_policy_batch(
     return PolicyBatch(tokens, targets, tokens.query.clone(), torch.from_numpy(task_ids), dense=False)
 
 
-def to_policy_batches(batch: ADBatch | DPTBatch, discrete: bool) -> tuple[PolicyBatch, PolicyBatch]:
-    """(query batch, key batch) for Algorithm 1 or 3."""
+def truncate_prompts(prompt: Segments, rng: np.random.Generator) -> Segments:
+    """Keep a uniformly random prefix (0 .. all valid steps) of every prompt row.
+
+    At evaluation a DPT prompt starts empty (first episode) and is the previous episode later, so the
+    policy must act well from any amount of prompt; the original DPT gets this by predicting at every
+    context prefix. With the query placed after the prompt, truncating the prompt does the same."""
+    lengths = prompt.valid.sum(1)  # (B,)
+    keep = rng.integers(0, lengths + 1)  # (B,) inclusive of the empty and the full prompt
+    valid = prompt.valid & (np.arange(prompt.valid.shape[1])[None, :] < keep[:, None])
+    return dataclasses.replace(prompt, valid=valid)
+
+
+def to_policy_batches(
+    batch: ADBatch | DPTBatch, discrete: bool, rng: np.random.Generator | None = None
+) -> tuple[PolicyBatch, PolicyBatch]:
+    """(query batch, key batch) for Algorithm 1 or 3. With ``rng``, DPT query prompts are randomly
+    truncated (``truncate_prompts``); key prompts stay whole for the contrastive task representation."""
     if isinstance(batch, ADBatch):
         return (
             ad_policy_batch(batch.query, batch.task_ids, discrete),
             ad_policy_batch(batch.key, batch.task_ids, discrete),
         )
     return (
-        dpt_policy_batch(batch.prompt, batch.query, batch.task_ids, discrete),
+        dpt_policy_batch(
+            truncate_prompts(batch.prompt, rng) if rng is not None else batch.prompt,
+            batch.query,
+            batch.task_ids,
+            discrete,
+        ),
         dpt_policy_batch(batch.key_prompt, batch.key_query, batch.task_ids, discrete),
     )

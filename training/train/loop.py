@@ -211,7 +211,7 @@ def train(
             if config.backbone == "ad"
             else dataset.sample_dpt(rng, config.batch_size, config.n_queries)
         )
-        batch, keys = (b.to(config.device) for b in to_policy_batches(sample, discrete))
+        batch, keys = (b.to(config.device) for b in to_policy_batches(sample, discrete, rng))
         lr = _set_lr(optimizer, config, step)
         loss = module(batch, keys)
         optimizer.zero_grad(set_to_none=True)
