@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for label, r in results.items():
         low, high = r.summary()["last_ci95"]
-        print(f"| {label} | {r.episode_means[0]:.2f} | {r.last_mean:.2f} ({low:.2f} .. {high:.2f}) | {r.best_mean:.2f} |")
+        print(
+            f"| {label} | {r.episode_means[0]:.2f} | {r.last_mean:.2f} ({low:.2f} .. {high:.2f}) | {r.best_mean:.2f} |"
+        )
     return 0
 
 

@@ -79,7 +79,13 @@ class EvalResult:
     def from_json(cls, path: str | Path) -> EvalResult:
         """Read back a summary written by ``write``."""
         data = json.loads(Path(path).read_text())
-        return cls(data["env_id"], data["tasks"], np.array(data["returns"], dtype=float), data["seed"], data["sample"])
+        return cls(
+            data["env_id"],
+            data["tasks"],
+            np.array(data["returns"], dtype=float),
+            data["seed"],
+            data["sample"],
+        )
 
     def card_metrics(self, split: str = "test") -> dict:
         """The ``metrics`` block of a model card (what the shipped-checkpoint test re-checks)."""
