@@ -63,15 +63,21 @@ def sample_tasks(env_id: str, seed: int) -> tuple[list[dict[str, Any]], list[dic
     mw_name = METAWORLD_NAMES[env_id]
     benchmark = metaworld.ML1(mw_name, seed=int(seed))
 
+    # Meta-World packs each task's goal in an opaque blob that only its env decodes: let one env read
+    # every task and report the goal vector it would use, so this module never unpickles anything.
+    reader = benchmark.train_classes[mw_name]()
+
     def goals(tasks: list[Any], n: int) -> list[dict[str, Any]]:
         out = []
         for mw_task in tasks[:n]:
-            # Meta-World packs its own task data with pickle (bytes it built in this process).
-            rand_vec = np.asarray(pickle.loads(mw_task.data)["rand_vec"], dtype=np.float64)
-            out.append(_task_params(mw_name, rand_vec))
+            reader.set_task(mw_task)
+            out.append(_task_params(mw_name, np.asarray(reader._last_rand_vec, dtype=np.float64)))
         return out
 
-    return goals(benchmark.train_tasks, N_TRAIN), goals(benchmark.test_tasks, N_TEST)
+    try:
+        return goals(benchmark.train_tasks, N_TRAIN), goals(benchmark.test_tasks, N_TEST)
+    finally:
+        reader.close()
 
 
 class MetaWorldEnv(gym.Env):
