@@ -20,7 +20,7 @@ import httpx
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients import T2MIRClient
+from clients import Session, T2MIRClient
 from clients.gym_shim import EpisodeReport, run_episodes
 from server.app import create_app
 from server.settings import ServerSettings
@@ -67,7 +67,9 @@ def _drive(url: str, env_id: str, task_name: str, episodes: int, seed: int, on_e
 
     env = make_env(env_id, resolve_task(env_id, task_name))
     with T2MIRClient(url) as client:
-        return run_episodes(client, env, episodes, on_episode=on_episode, seed=seed)
+        # a fixed session id fixes the server's action sampling seeds: the demo prints the same every run
+        session = Session.create(client, session_id=f"demo-{task_name.replace(':', '-')}-seed{seed}")
+        return run_episodes(client, env, episodes, session=session, on_episode=on_episode, seed=seed)
 
 
 def expert_use_summary(metrics_text: str) -> list[str]:
