@@ -88,6 +88,18 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGTERM a child process, SIGKILL it after ``timeout`` seconds; returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class ManagedProcess:
     """One child process with a readiness check and a log file."""
 
@@ -134,14 +146,7 @@ class ManagedProcess:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of everything the process wrote."""

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from redis_server import free_port
 
+from server.bench.processes import terminate
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_API_KEYS = ("key-alpha", "key-beta")
 """Keys the end-to-end servers are started with (``T2MIR_API_KEYS``)."""
@@ -150,14 +152,7 @@ class ServerProcess:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def logs(self) -> str:
         """Everything the process has written so far."""
