@@ -10,6 +10,8 @@ same rule, so cached decoding equals the full forward:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -97,19 +99,32 @@ class CausalSelfAttention(nn.Module):
         cache_k: Tensor,
         cache_v: Tensor,
         slots: Tensor,
+        slot_list: Sequence[int],
         write_pos: Tensor,
         kv_len: int,
         mask: Tensor,
     ) -> Tensor:
         """Attend k new tokens to a slot's cached keys/values, writing the new ones into the cache.
 
-        x (B, k, d); cache_k, cache_v (S, Tcap + 1, H, Dh) for this layer (last column is scratch);
-        slots (B,) long; write_pos (B, k) long; mask (B, 1, k, kv_len) -> y (B, k, d).
+        x (B, k, d); cache_k, cache_v (S, H, Tcap + 1, Dh) for this layer (last position is scratch);
+        slots (B,) long, the same indices as ``slot_list`` on the host; write_pos (B, k) long; mask (B, 1, k, kv_len) -> y (B, k, d).
         """
-        q, k, v = self._split(x)
-        cache_k[slots[:, None], write_pos] = k.to(cache_k.dtype)
-        cache_v[slots[:, None], write_pos] = v.to(cache_v.dtype)
-        keys = cache_k[slots, :kv_len].transpose(1, 2).to(q.dtype)  # (B, H, kv, Dh)
-        values = cache_v[slots, :kv_len].transpose(1, 2).to(q.dtype)  # (B, H, kv, Dh)
+        q, k, v = self._split(x)  # (B, k, H, Dh) each
+        index = slots[:, None]  # (B, 1)
+        cache_k[index, :, write_pos] = k.to(cache_k.dtype)  # advanced dims first: (B, k, H, Dh)
+        cache_v[index, :, write_pos] = v.to(cache_v.dtype)
+        keys = read_slots(cache_k, slots, slot_list, kv_len).to(q.dtype)  # (B, H, kv, Dh)
+        values = read_slots(cache_v, slots, slot_list, kv_len).to(q.dtype)  # (B, H, kv, Dh)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)  # (B, H, k, Dh)
         return self._merge(y)
+
+
+def read_slots(cache: Tensor, slots: Tensor, slot_list: Sequence[int], kv_len: int) -> Tensor:
+    """The first ``kv_len`` positions of some slots: cache (S, H, Tcap + 1, Dh), slots (B,) long and
+    the same on the host -> (B, H, kv_len, Dh).
+
+    One slot is a view (no copy); several are gathered with one contiguous copy each."""
+    window = cache[:, :, :kv_len]  # (S, H, kv_len, Dh) view
+    if len(slot_list) == 1:
+        return window[slot_list[0]].unsqueeze(0)
+    return window.index_select(0, slots)

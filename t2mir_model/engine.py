@@ -146,7 +146,7 @@ class DecodeEngine:
         tokens, prompt_len = dpt_context_tokens(history, self._action_example)
         return tokens, prompt_len, 1, False
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, requests: Sequence[ActRequest]) -> EngineOutput:
         """Actions for a batch of sessions (each at most once). Rebuilt and incremental rows run as
         two forwards so short rows are not padded to the length of a rebuilt context."""

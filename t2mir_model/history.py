@@ -13,7 +13,16 @@ import torch
 from torch import Tensor
 
 from .configuration import T2MIRConfig
-from .tokens import TokenBatch, append_queries, concat_tokens, interleave_steps, slice_tokens
+from .tokens import (
+    ACTION,
+    REWARD,
+    STATE,
+    TokenBatch,
+    append_queries,
+    concat_tokens,
+    interleave_steps,
+    slice_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -122,15 +131,17 @@ def open_episode_tokens(history: SessionHistory, action_example: Tensor) -> Toke
 def step_tokens(history: SessionHistory) -> TokenBatch:
     """The three tokens a_{t-1}, r_{t-1}, s_t appended at step t >= 1 of the open episode."""
     t = history.t
-    previous = history.actions[t - 1]
-    steps = interleave_steps(
-        torch.stack(history.obs[t - 1 :])[None],
-        torch.stack([previous, previous])[None],
-        torch.tensor([[history.rewards[t - 1], 0.0]]),
-        torch.tensor([[t - 1, t]]),
-        torch.ones(1, 2, dtype=torch.bool),
+    previous = history.actions[t - 1]  # () long or (act_dim,) float
+    state = history.obs[t]  # (obs_dim,)
+    return TokenBatch(
+        kind=torch.tensor([[ACTION, REWARD, STATE]]),
+        obs=torch.stack([state, state, state])[None],  # (1, 3, obs_dim); read on the state token only
+        action=torch.stack([previous, previous, previous])[None],  # (1, 3) or (1, 3, act_dim)
+        reward=torch.tensor([[history.rewards[t - 1]] * 3], dtype=torch.float32),
+        timestep=torch.tensor([[t - 1, t - 1, t]]),
+        valid=torch.ones(1, 3, dtype=torch.bool),
+        query=torch.zeros(1, 3, dtype=torch.bool),
     )
-    return slice_tokens(steps, 1, 4)
 
 
 def query_tokens(history: SessionHistory, action_example: Tensor) -> TokenBatch:

@@ -36,7 +36,10 @@ class StepRow:
 
 
 class KVCache:
-    """Keys/values (L, S, max_tokens + 1, H, Dh); the last column is scratch for padding writes."""
+    """Keys/values (L, S, H, max_tokens + 1, Dh); the last position is scratch for padding writes.
+
+    Heads come before positions so that a slot's keys for one head are contiguous: the attention of a
+    decode step reads them in place (one slot) or with one contiguous copy per slot (a batch)."""
 
     def __init__(
         self,
@@ -51,7 +54,7 @@ class KVCache:
         self.num_slots = num_slots
         self.max_tokens = int(max_tokens or config.max_context_tokens)
         head_dim = config.d_model // config.n_heads
-        shape = (config.n_layers, num_slots, self.max_tokens + 1, config.n_heads, head_dim)
+        shape = (config.n_layers, num_slots, config.n_heads, self.max_tokens + 1, head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         task_layers = config.moe.layer_indices(config.n_layers) if config.moe.task_moe else ()

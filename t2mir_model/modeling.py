@@ -182,7 +182,8 @@ class T2MIRPolicy(nn.Module):
             raise ValueError(f"{len(rows)} rows for a token batch of {b}")
         cache.check(rows, k)
         device = cache.device
-        slots = torch.tensor([r.slot for r in rows], device=device)
+        slot_list = [r.slot for r in rows]
+        slots = torch.tensor(slot_list, device=device)
         lengths_host = [cache.lengths[r.slot] for r in rows]
         lengths = torch.tensor(lengths_host, device=device)
         n_commit = torch.tensor([r.n_commit for r in rows], device=device)
@@ -199,7 +200,9 @@ class T2MIRPolicy(nn.Module):
         for i, block in enumerate(self.blocks):
 
             def attend(attn, xn, i=i):
-                return attn.forward_cached(xn, cache.keys[i], cache.values[i], slots, write_pos, kv_len, mask)
+                return attn.forward_cached(
+                    xn, cache.keys[i], cache.values[i], slots, slot_list, write_pos, kv_len, mask
+                )
 
             x, layer_routing, new_sum = block(x, ctx, attend)
             if layer_routing is not None:

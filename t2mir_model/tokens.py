@@ -98,6 +98,8 @@ def concat_tokens(parts: list[TokenBatch]) -> TokenBatch:
 
 def pad_rows(rows: list[TokenBatch]) -> TokenBatch:
     """Stack token batches of different lengths into one right-padded batch (padding is invalid)."""
+    if len(rows) == 1:
+        return rows[0]
     width = max(r.shape[1] for r in rows)
 
     def pad(x: Tensor) -> Tensor:
