@@ -8,6 +8,12 @@ store's atomic append (step check in one Lua script) decides. The flow:
    any other step than the next one -> 409 with ``expected_step``;
 2. validate against the model (shape, reward rules, episode length) -> 422;
 3. make sure the mirror matches the store (step and creation time), else rebuild it from ``load``;
+
+   Fast path: when this process answered the session's previous step, its mirror holds the
+   store's metadata as of now unless another process moved the session on; an act for exactly the
+   mirror's next step then skips the read (steps 1-3 run on the mirror's copy). The append below
+   is fenced on the step and the session's creation time, so a stale mirror can never store a
+   step: the act is redone from step 1 with a read (its forward is wasted, its answer never sent).
 4. ``done``: no forward; otherwise the engine picks a_t through the batcher;
 5. ``append`` the record with the answer; only "appended" commits the mirror. "duplicate" (another
    replica stored this step first) returns the stored answer; "conflict" -> 409; store down -> 503.
@@ -34,7 +40,7 @@ from server.mirror import MirrorEntry, action_value, advance, close, entry_from_
 from server.registry import LoadedModel
 from server.schemas import ActBody
 from server.sessions import SessionService, derive_seed, not_found, sampling_of
-from server.store import InvalidRecord, SessionMeta, SessionState, StepRecord
+from server.store import InvalidRecord, SessionMeta, SessionState, StepRecord, meta_after_append
 from t2mir_model.engine import ActRequest
 
 log = logging.getLogger("t2mir.server")
@@ -159,8 +165,14 @@ class ActService:
             "store_write": 0.0,
         }
         async with s.locks.hold(session_id):
-            t_read = time.perf_counter()
             entry = s.mirror.get(session_id)
+            if entry is not None and _fast_path(entry, owner, body):
+                try:
+                    return await self._fast(session_id, body, entry, timings, t0)
+                except _StaleMirror:
+                    entry = None
+                    timings.update(queue_wait=0.0, forward=0.0, store_write=0.0)
+            t_read = time.perf_counter()
             state: SessionState | None = None
             if entry is None:
                 state = await s.timed("load", s.store.load(session_id))
@@ -183,7 +195,22 @@ class ActService:
                 entry = entry_from_state(state, model.discrete)
             assert entry is not None
             model.last_used = time.monotonic()
-            return await self._step(session_id, body, meta, model, entry, timings, t0)
+            return await self._step(session_id, body, meta, model, entry, timings, t0, fenced=False)
+
+    async def _fast(
+        self, session_id: str, body: ActBody, entry: MirrorEntry, timings: dict[str, float], t0: float
+    ) -> dict[str, Any]:
+        """The act on the mirror's copy of the metadata; raises `_StaleMirror` wherever the store's
+        own copy could answer differently (then the caller redoes the act from a read)."""
+        meta = entry.meta
+        assert meta is not None
+        try:
+            model = self._model(meta)
+            validate_act(body, meta, model)
+        except ApiError as exc:
+            raise _StaleMirror from exc
+        model.last_used = time.monotonic()
+        return await self._step(session_id, body, meta, model, entry, timings, t0, fenced=True)
 
     async def _step(
         self,
@@ -194,7 +221,10 @@ class ActService:
         entry: MirrorEntry,
         timings: dict[str, float],
         t0: float,
+        fenced: bool,
     ) -> dict[str, Any]:
+        """Run the engine (unless ``done``) and append; ``fenced``: the metadata came from the
+        mirror, so an append the store refuses as out of step raises `_StaleMirror`."""
         s = self.s
         key = (session_id, meta.created_at)
         response: dict[str, Any] = {"session_id": session_id, "step": body.step, "episode": meta.episode}
@@ -203,7 +233,8 @@ class ActService:
             ret = meta.episode_return + reward
             response.update(action=None, episode_return=ret)
             record = StepRecord(body.step, body.observation, reward, None, True)
-            new_entry = close(entry, reward, ret, model.retention, body.step)
+            new_meta = meta_after_append(meta, record, response)
+            new_entry = close(entry, reward, ret, model.retention, body.step, new_meta)
             ran_engine = False
         else:
             history = observed(entry, obs_tensor(body.observation), body.reward)
@@ -227,11 +258,13 @@ class ActService:
             value = action_value(action)
             response["action"] = value
             record = StepRecord(body.step, body.observation, body.reward, value, False)
-            new_entry = advance(entry, history, action, body.step)
+            new_entry = advance(entry, history, action, body.step, meta_after_append(meta, record, response))
             ran_engine = True
         t_write = time.perf_counter()
         try:
-            outcome = await s.timed("append", s.store.append(session_id, record, response))
+            outcome = await s.timed(
+                "append", s.store.append(session_id, record, response, created_at=meta.created_at)
+            )
         except Exception as exc:  # not stored: the engine must not stay ahead of the store
             await s.forget(session_id, model if ran_engine else None, meta.created_at)
             if isinstance(exc, InvalidRecord):
@@ -245,6 +278,8 @@ class ActService:
                 s.metrics.episode_closed(model.name, response["episode_return"])
             return _finish(response, timings, t0)
         await s.forget(session_id, model if ran_engine else None, meta.created_at)
+        if fenced and outcome.status in ("conflict", "missing"):
+            raise _StaleMirror
         if outcome.status == "duplicate" and outcome.response is not None:
             return _finish(outcome.response, timings, t0)
         if outcome.status == "conflict":
@@ -256,6 +291,15 @@ class ActService:
                 expected_step=outcome.next_step,
             )
         raise not_found(session_id)
+
+
+class _StaleMirror(Exception):
+    """The mirror's metadata was behind the store's: redo the act from a read."""
+
+
+def _fast_path(entry: MirrorEntry, owner: str, body: ActBody) -> bool:
+    """True when the mirror can stand in for the store's metadata for this act."""
+    return entry.meta is not None and entry.meta.owner == owner and body.step == entry.next_step
 
 
 def _matches(entry: MirrorEntry, meta: SessionMeta) -> bool:

@@ -62,7 +62,10 @@ class _Item:
 
 
 OutputHook = Callable[[Any, list[float]], None]
-"""Called on the worker thread after each successful engine call with (output, queue waits)."""
+"""Called on the worker thread with (output, queue waits) for each successful engine call, after the
+call's results were handed back (metrics never delay an answer); `Batcher.flush` waits for it."""
+
+_Report = tuple[Any, list[float]]
 
 
 def _init_worker(threads: int) -> None:
@@ -81,7 +84,7 @@ class Batcher:
         self,
         engine: EngineLike,
         *,
-        max_batch_size: int = 32,
+        max_batch_size: int = 64,
         max_wait_ms: float = 2.0,
         name: str = "engine",
         torch_threads: int = 1,
@@ -136,6 +139,12 @@ class Batcher:
     async def run_on_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the engine thread, after the engine calls already started."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def flush(self) -> None:
+        """Wait until the output hooks of every finished engine call have run."""
+        if not self._closing:
+            with contextlib.suppress(RuntimeError):  # the executor shut down meanwhile
+                await self.run_on_worker(lambda: None)
 
     async def evict(self, key: Hashable) -> None:
         """Drop ``key``'s engine state (on the engine thread)."""
@@ -219,7 +228,9 @@ class Batcher:
         waits = [start - item.enqueued for item in batch]
         self._running = len(batch)
         try:
-            outcomes, forward = await self.run_on_worker(self._call, [i.request for i in batch], waits)
+            outcomes, forward, reports = await self.run_on_worker(
+                self._call, [i.request for i in batch], waits
+            )
         finally:
             self._running = 0
         self.calls += 1
@@ -230,9 +241,12 @@ class Batcher:
                 item.future.set_exception(outcome)
             else:
                 item.future.set_result(BatchResult(outcome, wait, forward, len(batch)))
+        if reports and self._on_output is not None:
+            self._executor.submit(self._report, reports)  # after the answers, before the next call
 
-    def _call(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], float]:
-        """Worker thread: one engine call; on failure, isolate the failing request(s)."""
+    def _call(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], float, list[_Report]]:
+        """Worker thread: one engine call; on failure, isolate the failing request(s).
+        Returns (outcomes, forward seconds, outputs for the hook)."""
         t0 = time.perf_counter()
         try:
             output = self.engine.act(requests)
@@ -240,14 +254,14 @@ class Batcher:
             for r in requests:  # the engine may have claimed slots before failing
                 self.engine.evict(r.key)
             if len(requests) == 1:
-                return [exc], time.perf_counter() - t0
-            return self._one_by_one(requests, waits), time.perf_counter() - t0
-        forward = time.perf_counter() - t0
-        self._hook(output, waits)
-        return list(output.results), forward
+                return [exc], time.perf_counter() - t0, []
+            outcomes, reports = self._one_by_one(requests, waits)
+            return outcomes, time.perf_counter() - t0, reports
+        return list(output.results), time.perf_counter() - t0, [(output, waits)]
 
-    def _one_by_one(self, requests: list[Any], waits: list[float]) -> list[Any]:
+    def _one_by_one(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], list[_Report]]:
         outcomes: list[Any] = []
+        reports: list[_Report] = []
         for request, wait in zip(requests, waits, strict=True):
             try:
                 output = self.engine.act([request])
@@ -255,14 +269,14 @@ class Batcher:
                 self.engine.evict(request.key)
                 outcomes.append(exc)
                 continue
-            self._hook(output, [wait])
+            reports.append((output, [wait]))
             outcomes.append(output.results[0])
-        return outcomes
+        return outcomes, reports
 
-    def _hook(self, output: Any, waits: list[float]) -> None:
-        if self._on_output is None:
-            return
-        try:
-            self._on_output(output, waits)
-        except Exception:
-            log.exception("batcher %s: output hook failed", self.name)
+    def _report(self, reports: list[_Report]) -> None:
+        """Worker thread: run the output hook; its failure is logged, never raised."""
+        for output, waits in reports:
+            try:
+                self._on_output(output, waits)  # type: ignore[misc]
+            except Exception:
+                log.exception("batcher %s: output hook failed", self.name)

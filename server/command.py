@@ -27,7 +27,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--port", "port", {"type": int, "help": "port (default 8000; 0 picks a free one)"}),
     ("--redis-url", "redis_url", {"help": "Redis URL of the session store (default: in-process store)"}),
     ("--no-cache", "no_cache", {"action": "store_const", "const": True, "help": "disable KV caching"}),
-    ("--max-batch-size", "max_batch_size", {"type": int, "help": "sessions per engine call (default 32)"}),
+    ("--max-batch-size", "max_batch_size", {"type": int, "help": "sessions per engine call (default 64)"}),
     ("--max-wait-ms", "max_wait_ms", {"type": float, "help": "batch window under load (default 2)"}),
     ("--cache-slots", "cache_slots", {"type": int, "help": "KV-cache slots per model version"}),
     ("--kv-cache-mb", "kv_cache_mb", {"type": float, "help": "KV-cache memory bound per model version"}),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from server.store import Retention, SessionState, StepRecord
+from server.store import Retention, SessionMeta, SessionState, StepRecord
 from t2mir_model.history import Episode, SessionHistory
 
 
@@ -49,6 +49,10 @@ class MirrorEntry:
     """a_t answered at the open episode's last step (None before its first step)."""
     next_step: int = 0
     created_at: float = 0.0
+    meta: SessionMeta | None = None
+    """The store's metadata as of ``next_step`` (what this process last read or appended): lets
+    the next act skip reading the store; the append, fenced on step and ``created_at``, finds out
+    if another process moved the session on."""
 
 
 def _copy(history: SessionHistory) -> SessionHistory:
@@ -71,20 +75,31 @@ def observed(entry: MirrorEntry, obs: Tensor, reward: float | None) -> SessionHi
     return history
 
 
-def advance(entry: MirrorEntry, history: SessionHistory, action: Tensor, step: int) -> MirrorEntry:
-    """The entry after an acknowledged act at ``step`` that answered ``action`` for ``history``."""
-    return MirrorEntry(history, entry.returns, action, step + 1, entry.created_at)
+def advance(
+    entry: MirrorEntry, history: SessionHistory, action: Tensor, step: int, meta: SessionMeta | None = None
+) -> MirrorEntry:
+    """The entry after an acknowledged act at ``step`` that answered ``action`` for ``history``;
+    ``meta``: the store's metadata after that act (None: the next act reads it)."""
+    return MirrorEntry(history, entry.returns, action, step + 1, entry.created_at, meta)
 
 
-def close(entry: MirrorEntry, reward: float, ret: float, retention: Retention, step: int) -> MirrorEntry:
-    """The entry after an acknowledged ``done`` record at ``step`` (episode return ``ret``)."""
+def close(
+    entry: MirrorEntry,
+    reward: float,
+    ret: float,
+    retention: Retention,
+    step: int,
+    meta: SessionMeta | None = None,
+) -> MirrorEntry:
+    """The entry after an acknowledged ``done`` record at ``step`` (episode return ``ret``);
+    ``meta``: the store's metadata after it (None: the next act reads it)."""
     if entry.pending_action is None:
         raise ValueError("no open episode to close")
     history = _copy(entry.history)
     history.close(entry.pending_action, reward)
     episodes, returns = retain(history.episodes, [*entry.returns, ret], retention)
     history.episodes = episodes
-    return MirrorEntry(history, returns, None, step + 1, entry.created_at)
+    return MirrorEntry(history, returns, None, step + 1, entry.created_at, meta)
 
 
 def retain(
@@ -128,7 +143,7 @@ def entry_from_state(state: SessionState, discrete: bool) -> MirrorEntry:
             history.observe(obs, record.reward, pending)
         pending = action_tensor(record.action, discrete)  # type: ignore[arg-type]
     returns = [e.ret for e in state.episodes]
-    return MirrorEntry(history, returns, pending, meta.next_step, meta.created_at)
+    return MirrorEntry(history, returns, pending, meta.next_step, meta.created_at, meta)
 
 
 class HistoryMirror:

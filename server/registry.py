@@ -213,6 +213,10 @@ class ModelRegistry:
             for m in sorted(self._models.values(), key=lambda m: (m.name, m.loaded_at))
         ]
 
+    async def flush(self) -> None:
+        """Wait for the pending engine statistics of every loaded version (see `Batcher.flush`)."""
+        await asyncio.gather(*(m.batcher.flush() for m in list(self._models.values())))
+
     def slots_used(self) -> int:
         """KV-cache slots in use over every loaded version."""
         return sum(m.engine.slots_used for m in self._models.values())

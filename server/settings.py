@@ -43,7 +43,7 @@ class ServerSettings(BaseSettings):
     redis_key_prefix: str = "t2mir"
     no_cache: bool = False
     """Turn KV caching off: every act recomputes the context from the stored history."""
-    max_batch_size: int = Field(32, ge=1)
+    max_batch_size: int = Field(64, ge=1)
     """Most sessions joined into one engine call."""
     max_wait_ms: float = Field(2.0, ge=0)
     """Longest a queued request waits for a batch to fill, counted from its arrival."""

@@ -58,5 +58,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", tags=["ops"])
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition."""
-    return Response(ctx(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition (after the engine statistics of every answered act are in)."""
+    c = ctx(request)
+    await c.registry.flush()
+    return Response(c.metrics.render(), media_type=CONTENT_TYPE_LATEST)

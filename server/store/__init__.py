@@ -22,6 +22,7 @@ from server.store.models import (
     StepRecord,
     apply_retention,
     is_valid_session_id,
+    meta_after_append,
     normalize_record,
     validate_session_id,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "apply_retention",
     "is_unavailable_error",
     "is_valid_session_id",
+    "meta_after_append",
     "normalize_record",
     "validate_session_id",
 ]

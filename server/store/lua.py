@@ -56,14 +56,18 @@ end
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
-# ARGV: step, record_json, response_json, reward ("" = none), done ("1"/"0"), ttl_ms.
+# ARGV: step, record_json, response_json, reward ("" = none), done ("1"/"0"), ttl_ms,
+# created_at ("" = any incarnation of the session).
 # Returns {"missing"} | {"duplicate", response_json} | {"conflict", next_step} | {"appended"}.
 APPEND = """#!lua
 local meta, cur, eps, rank, rets = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local h = redis.call('HMGET', meta, 'next_step', 'last_step', 'last_response', 'episode',
-  'episode_steps', 'episode_return', 'retention_mode', 'retention_count')
+  'episode_steps', 'episode_return', 'retention_mode', 'retention_count', 'created_at')
 if not h[1] then
   return {'missing'}
+end
+if ARGV[7] ~= '' and tonumber(h[9]) ~= tonumber(ARGV[7]) then
+  return {'conflict', h[1]}
 end
 local ttl = tonumber(ARGV[6])
 local function touch()

@@ -140,7 +140,13 @@ class MemorySessionStore:
             entry = self._live(session_id)
         return None if entry is None else self._meta_out(entry)
 
-    async def append(self, session_id: str, record: StepRecord, response: dict[str, Any]) -> AppendOutcome:
+    async def append(
+        self,
+        session_id: str,
+        record: StepRecord,
+        response: dict[str, Any],
+        created_at: float | None = None,
+    ) -> AppendOutcome:
         """Atomic, idempotent append keyed on ``record.step`` (see `SessionStore.append`)."""
         rec = normalize_record(record)
         response_json = dumps_json(response, "response")
@@ -150,8 +156,10 @@ class MemorySessionStore:
             entry = self._live(session_id)
             if entry is None:
                 return AppendOutcome("missing")
-            entry.expires_at = self._deadline()
             meta = entry.meta
+            if created_at is not None and created_at != meta.created_at:
+                return AppendOutcome("conflict", next_step=meta.next_step)
+            entry.expires_at = self._deadline()
             if meta.last_step is not None and rec.step == meta.last_step:
                 stored = None if entry.last_response_json is None else json.loads(entry.last_response_json)
                 return AppendOutcome("duplicate", response=stored)

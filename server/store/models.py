@@ -11,7 +11,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from server.store.errors import InvalidRecord, InvalidSessionId
@@ -99,6 +99,27 @@ class SessionMeta:
         if not isinstance(retention, Retention):
             retention = Retention(**retention)
         return cls(retention=retention, **kwargs)
+
+
+def meta_after_append(meta: SessionMeta, record: StepRecord, response: dict[str, Any]) -> SessionMeta:
+    """The metadata a store holds after appending ``record`` (with ``response``) to a session whose
+    metadata was ``meta``: what an "appended" outcome implies, without reading the store back."""
+    ret = meta.episode_return + (record.reward if record.reward is not None else 0.0)
+    common: dict[str, Any] = {
+        "next_step": record.step + 1,
+        "last_step": record.step,
+        "last_response": response,
+    }
+    if record.done:
+        return replace(
+            meta,
+            episode=meta.episode + 1,
+            episode_steps=0,
+            episode_return=0.0,
+            returns=[*meta.returns, ret],
+            **common,
+        )
+    return replace(meta, episode_steps=meta.episode_steps + 1, episode_return=ret, **common)
 
 
 @dataclass

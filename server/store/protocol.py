@@ -37,17 +37,25 @@ class SessionStore(Protocol):
         """The session's metadata (with progress and ``returns``), or None. Does not touch the TTL."""
         ...
 
-    async def append(self, session_id: str, record: StepRecord, response: dict[str, Any]) -> AppendOutcome:
+    async def append(
+        self,
+        session_id: str,
+        record: StepRecord,
+        response: dict[str, Any],
+        created_at: float | None = None,
+    ) -> AppendOutcome:
         """Append ``record`` (and remember ``response``) atomically and idempotently.
 
         - unknown session -> "missing";
+        - ``created_at`` given and not the session's (it was deleted and created again) ->
+          "conflict" with the expected step, nothing changes;
         - ``record.step == meta.last_step`` -> "duplicate" with the stored response, nothing changes;
         - ``record.step != meta.next_step`` -> "conflict" with the expected step, nothing changes;
         - otherwise "appended": the record joins the open episode, its reward is added to the
           episode return; a ``done`` record closes the episode (stored, return appended to
           ``returns``, retention applied, next episode opened).
 
-        Refreshes the idle TTL (also for duplicate / conflict). Raises `InvalidRecord` for a
+        Refreshes the idle TTL (also for duplicate / conflict, not for another incarnation). Raises `InvalidRecord` for a
         malformed record or a non-JSON response, before anything is written.
         """
         ...

@@ -220,7 +220,13 @@ class RedisSessionStore:
         res = await self._run(self._get_meta(keys=[keys[0], keys[4]], args=[]))
         return None if res is None else _parse_meta(res[0], res[1])
 
-    async def append(self, session_id: str, record: StepRecord, response: dict[str, Any]) -> AppendOutcome:
+    async def append(
+        self,
+        session_id: str,
+        record: StepRecord,
+        response: dict[str, Any],
+        created_at: float | None = None,
+    ) -> AppendOutcome:
         """Atomic, idempotent append keyed on ``record.step`` (one Lua script)."""
         rec = normalize_record(record)
         record_json = dumps_json(rec.to_dict(), "record")
@@ -234,6 +240,7 @@ class RedisSessionStore:
             "" if rec.reward is None else repr(rec.reward),
             "1" if rec.done else "0",
             self._ttl_ms,
+            "" if created_at is None else repr(float(created_at)),
         ]
         res = await self._run(self._append(keys=self.keys(session_id), args=args))
         status = res[0]

@@ -13,7 +13,7 @@ import pytest
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
 from server.settings import ServerSettings
-from server.store import AppendOutcome, SessionMeta, StoreUnavailable
+from server.store import AppendOutcome, SessionMeta, StepRecord, StoreUnavailable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -30,13 +30,13 @@ class FaultyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def append(self, session_id, record, response):
+    async def append(self, session_id, record, response, created_at=None):
         scripted, self.next_append = self.next_append, None
         if isinstance(scripted, BaseException):
             raise scripted
         if scripted is not None:
             return scripted
-        return await self.inner.append(session_id, record, response)
+        return await self.inner.append(session_id, record, response, created_at)
 
 
 @pytest.fixture
@@ -97,6 +97,7 @@ def test_lost_race_at_append_is_a_conflict_or_the_stored_answer(app_client):
     client, faulty, ctx = app_client
     recreate(client, "f2")
     actions(client, "f2", range(0, 3))
+    ctx.sessions.mirror.drop("f2")  # the act reads the store, so the race is lost after that read
     faulty.next_append = AppendOutcome("conflict", next_step=5)
     response = act(client, "f2", 3)
     assert response.status_code == 409 and response.json()["error"]["expected_step"] == 5
@@ -107,6 +108,41 @@ def test_lost_race_at_append_is_a_conflict_or_the_stored_answer(app_client):
     assert response.status_code == 200
     assert {k: v for k, v in response.json().items() if k != "timings"} == stored
     assert client.get("/sessions/f2").json()["step"] == 3  # the scripted answers wrote nothing
+
+
+def test_stale_mirror_never_stores_a_step(app_client):
+    """Another process moves the session on behind this server's mirror: the fenced append refuses,
+    and the act is answered from the store's state as if the mirror had not existed."""
+    client, _, ctx = app_client
+    recreate(client, "f3")
+    reference = actions(client, "f3", range(0, 6))
+    recreate(client, "f3")
+    actions(client, "f3", range(0, 3))
+    entry = ctx.sessions.mirror.get("f3")
+    created_at = entry.created_at
+    stored = {"session_id": "f3", "step": 3, "episode": 0, "action": reference[3]}
+    record = StepRecord(3, [3.0, 1.0], 0.25, reference[3], False)
+    assert client.portal.call(ctx.store.append, "f3", record, stored).status == "appended"
+    assert ctx.sessions.mirror.get("f3") is entry  # the server does not know yet
+    response = act(client, "f3", 3)  # the client retries the step the other process answered
+    assert response.status_code == 200
+    assert {k: v for k, v in response.json().items() if k != "timings"} == stored
+    assert actions(client, "f3", range(4, 6)) == reference[4:6]
+    assert client.get("/sessions/f3").json()["step"] == 6  # the next step
+    # deleted and created again elsewhere, then played to the very step the mirror expects
+    client.portal.call(ctx.store.delete, "f3")
+    meta = SessionMeta("f3", "", "darkroom-test", entry.meta.model_version, "ad", entry.meta.retention)
+    client.portal.call(ctx.store.create, meta)
+    for step in range(6):
+        obs = [float(step), 0.0]
+        reward = None if step == 0 else 0.0
+        r = StepRecord(step, obs, reward, 0, False)
+        assert client.portal.call(ctx.store.append, "f3", r, {"step": step}).status == "appended"
+    assert ctx.sessions.mirror.get("f3").next_step == 6
+    response = act(client, "f3", 6)
+    assert response.status_code == 200
+    assert ctx.sessions.mirror.get("f3").created_at == meta.created_at != created_at
+    assert client.get("/sessions/f3").json()["step"] == 7
 
 
 def test_session_on_a_version_not_loaded_here_is_409(app_client):

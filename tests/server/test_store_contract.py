@@ -21,6 +21,7 @@ from server.store import (
     SessionStore,
     StepRecord,
     apply_retention,
+    meta_after_append,
 )
 
 pytestmark = pytest.mark.anyio
@@ -205,6 +206,34 @@ async def test_delete_and_recreate(store: SessionStore) -> None:
     await store.create(make_meta(count=5))
     state = await store.load("s1")
     assert state.episodes == [] and state.current == [] and state.meta.returns == []
+
+
+async def test_append_fenced_on_creation_time(store: SessionStore) -> None:
+    await store.create(make_meta(count=5))
+    await store.append("s1", rec(0), {"a": 0})
+    before = snap(await store.load("s1"))
+    for created_at in (1700000000.123457, 0.0):  # another incarnation of the session
+        out = await store.append("s1", rec(1, 1.0), {"a": 1}, created_at=created_at)
+        assert (out.status, out.next_step) == ("conflict", 1)
+        out = await store.append("s1", rec(0), {"a": 9}, created_at=created_at)  # not even a duplicate
+        assert (out.status, out.next_step) == ("conflict", 1)
+    assert snap(await store.load("s1")) == before
+    out = await store.append("s1", rec(1, 1.0), {"a": 1}, created_at=1700000000.123456)
+    assert out.status == "appended"
+    assert (await store.append("s1", rec(1, 1.0), {}, created_at=1700000000.123456)).status == "duplicate"
+
+
+async def test_meta_after_append_predicts_the_stored_metadata(store: SessionStore) -> None:
+    """What the server's mirror computes after an "appended" equals what the store then holds."""
+    await store.create(make_meta(count=2))
+    predicted = await store.get_meta("s1")
+    rewards = [None, 0.1, 0.2, 0.7, None, -3.0, 1e-17, None, 5.0]
+    done = [False, False, False, True, False, False, True, False, True]
+    for step, (reward, closes) in enumerate(zip(rewards, done, strict=True)):
+        record, response = rec(step, reward, done=closes), {"a": step, "r": [1.5, None]}
+        assert (await store.append("s1", record, response)).status == "appended"
+        predicted = meta_after_append(predicted, record, response)
+        assert predicted == await store.get_meta("s1"), step
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "a{b}", "}x", "{", "a/b", "x" * 129, "é", "a\nb"])
