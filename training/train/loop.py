@@ -171,6 +171,18 @@ def _card(config: TrainConfig, step: int, wall: float, result: EvalResult | None
     return card
 
 
+def rank_spread(policy: nn.Module) -> float:
+    """Largest difference of any parameter or buffer between the DDP ranks (0.0 when in sync).
+
+    Collective: every rank must call it. The momentum key routers are updated outside DDP's
+    gradient sync, so this is what shows that every rank really trains the same model."""
+    flat = torch.cat([t.detach().reshape(-1).double() for t in (*policy.parameters(), *policy.buffers())])
+    low, high = flat.clone(), flat.clone()  # (P,) float64
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return float((high - low).max())
+
+
 def train(
     config: TrainConfig, resume: bool = True, progress: bool = True, stop_after: int | None = None
 ) -> TrainResult:
@@ -236,6 +248,12 @@ def train(
             policy.train()
     bar.close()
     wall = time.perf_counter() - began
+    if distributed:
+        spread = rank_spread(policy)
+        if spread > 0:
+            raise RuntimeError(f"DDP ranks diverged: parameters differ by up to {spread:.3g} between ranks")
+        if rank == 0:
+            print(f"ranks in sync: {dist.get_world_size()} ranks hold identical parameters after step {end}")
     if end < config.steps:
         if rank == 0:
             save_training_state(out / "last", policy, optimizer, end, rng, _card(config, end, wall, None))
