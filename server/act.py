@@ -233,8 +233,9 @@ class ActService:
             ret = meta.episode_return + reward
             response.update(action=None, episode_return=ret)
             record = StepRecord(body.step, body.observation, reward, None, True)
-            new_meta = meta_after_append(meta, record, response)
-            new_entry = close(entry, reward, ret, model.retention, body.step, new_meta)
+            new_entry = close(
+                entry, reward, ret, model.retention, body.step, meta_after_append(meta, record, response)
+            )
             ran_engine = False
         else:
             history = observed(entry, obs_tensor(body.observation), body.reward)
