@@ -10,11 +10,13 @@ same rule, so cached decoding equals the full forward:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .kv_cache import SlotIndex
 
 try:  # optional CUDA kernels (extra "gpu"); SDPA is used everywhere else
     from flash_attn import flash_attn_func
@@ -49,6 +51,17 @@ def cached_attention_mask(lengths: Tensor, n_commit: Tensor, valid: Tensor, kv_l
     visible = (key_pos <= new_pos) & ((key_pos < context_end) | (key_pos == new_pos))
     visible = visible | (~valid.unsqueeze(-1) & (key_pos == 0))
     return visible.unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class CachedStep:
+    """Where one decode step writes and reads every layer's cache."""
+
+    slots: SlotIndex
+    write_pos: Tensor | None  # (B, k) long: cache position of each new token, padding to the scratch one
+    first_pos: int | None  # instead, for one unpadded row: the position of its first new token
+    kv_len: int  # positions read: the longest row's length after the step
+    mask: Tensor  # (B, 1, k, kv_len) bool
 
 
 class CausalSelfAttention(nn.Module):
@@ -93,38 +106,24 @@ class CausalSelfAttention(nn.Module):
             )  # (B, H, T, Dh)
         return self._merge(y), k, v
 
-    def forward_cached(
-        self,
-        x: Tensor,
-        cache_k: Tensor,
-        cache_v: Tensor,
-        slots: Tensor,
-        slot_list: Sequence[int],
-        write_pos: Tensor,
-        kv_len: int,
-        mask: Tensor,
-    ) -> Tensor:
-        """Attend k new tokens to a slot's cached keys/values, writing the new ones into the cache.
+    def forward_cached(self, x: Tensor, cache_k: Tensor, cache_v: Tensor, step: CachedStep) -> Tensor:
+        """Attend k new tokens to their slots' cached keys/values, writing the new ones into the cache.
 
-        x (B, k, d); cache_k, cache_v (S, H, Tcap + 1, Dh) for this layer (last position is scratch);
-        slots (B,) long, the same indices as ``slot_list`` on the host; write_pos (B, k) long; mask (B, 1, k, kv_len) -> y (B, k, d).
+        x (B, k, d); cache_k, cache_v (S, H, Tcap + 1, Dh) for this layer (last position is scratch)
+        -> y (B, k, d).
         """
         q, k, v = self._split(x)  # (B, k, H, Dh) each
-        index = slots[:, None]  # (B, 1)
-        cache_k[index, :, write_pos] = k.to(cache_k.dtype)  # advanced dims first: (B, k, H, Dh)
-        cache_v[index, :, write_pos] = v.to(cache_v.dtype)
-        keys = read_slots(cache_k, slots, slot_list, kv_len).to(q.dtype)  # (B, H, kv, Dh)
-        values = read_slots(cache_v, slots, slot_list, kv_len).to(q.dtype)  # (B, H, kv, Dh)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)  # (B, H, k, Dh)
+        if step.write_pos is None:  # one row, no padding: a contiguous run of positions
+            span = slice(step.first_pos, step.first_pos + x.shape[1])
+            cache_k[step.slots.host[0], :, span] = k[0].transpose(0, 1).to(cache_k.dtype)  # (H, k, Dh)
+            cache_v[step.slots.host[0], :, span] = v[0].transpose(0, 1).to(cache_v.dtype)
+        else:
+            index = step.slots.tensor[:, None]  # (B, 1)
+            cache_k[index, :, step.write_pos] = k.to(cache_k.dtype)  # advanced dims first: (B, k, H, Dh)
+            cache_v[index, :, step.write_pos] = v.to(cache_v.dtype)
+        keys = step.slots.read(cache_k[:, :, : step.kv_len]).to(q.dtype)  # (B, H, kv, Dh)
+        values = step.slots.read(cache_v[:, :, : step.kv_len]).to(q.dtype)  # (B, H, kv, Dh)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys, values, attn_mask=step.mask
+        )  # (B, H, k, Dh)
         return self._merge(y)
-
-
-def read_slots(cache: Tensor, slots: Tensor, slot_list: Sequence[int], kv_len: int) -> Tensor:
-    """The first ``kv_len`` positions of some slots: cache (S, H, Tcap + 1, Dh), slots (B,) long and
-    the same on the host -> (B, H, kv_len, Dh).
-
-    One slot is a view (no copy); several are gathered with one contiguous copy each."""
-    window = cache[:, :, :kv_len]  # (S, H, kv_len, Dh) view
-    if len(slot_list) == 1:
-        return window[slot_list[0]].unsqueeze(0)
-    return window.index_select(0, slots)

@@ -27,7 +27,7 @@ class BlockContext:
 
     valid: Tensor  # (B, T) bool
     keep: Tensor  # (B, T) bool: tokens that join the context (valid and not a query)
-    query: Tensor  # (B, T) bool
+    query: Tensor | None  # (B, T) bool DPT queries; None for a backbone without queries (AD)
     kind: Tensor  # (B, T) long modality
     prev_count: Tensor  # (B,) context tokens before this chunk (0 for a full forward)
     prev_sums: dict[int, Tensor]  # layer -> (B, d) running sums of h before this chunk (cached mode)
@@ -81,21 +81,22 @@ class MoELayer(nn.Module):
 
     def task_input(self, h: Tensor, ctx: BlockContext) -> tuple[Tensor, Tensor]:
         """h (B, T, d) -> (h-bar (B, T, d), running sum after the chunk (B, d))."""
-        prev = ctx.prev_sums.get(self.layer, h.new_zeros(h.shape[0], h.shape[2]))
+        prev = ctx.prev_sums.get(self.layer)
+        if prev is None:
+            prev = h.new_zeros(h.shape[0], h.shape[2])
         if self.sequence_routing:
             return sequence_mean(h, ctx.keep), prev
         return prefix_mean(h, ctx.keep, ctx.query, prev, ctx.prev_count)
 
     def forward(self, h: Tensor, ctx: BlockContext) -> tuple[Tensor, LayerRouting, Tensor | None]:
         """h (B, T, d) -> (y (B, T, d), routing, new running sum (B, d) or None)."""
-        weight = ctx.valid.to(h.dtype)
         parts, token_stats, task_stats, new_sum = [], None, None, None
         if self.token is not None:
-            y_token, token_stats = self.token(h, weight, ctx.kind)
+            y_token, token_stats = self.token(h, ctx.valid, ctx.kind)
             parts.append(y_token)
         if self.task is not None:
             h_bar, new_sum = self.task_input(h, ctx)
-            y_task, task_stats = self.task(h, h_bar, weight, ctx.valid)
+            y_task, task_stats = self.task(h, h_bar, ctx.valid)
             parts.append(y_task)
         return torch.cat(parts, dim=-1), LayerRouting(self.layer, token_stats, task_stats), new_sum
 

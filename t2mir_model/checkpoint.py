@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .configuration import ConfigError, T2MIRConfig
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .modeling import T2MIRPolicy
 
 CHECKPOINT_FORMAT = "t2mir-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+"""2: expert first layers stored (d, E, hidden) instead of (E, d, hidden); version 1 is upgraded on load."""
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, README_FILE = (
     "config.json",
     "model.safetensors",
@@ -155,6 +156,28 @@ def update_card(directory: str | Path, fields: dict[str, Any]) -> dict[str, Any]
     return card
 
 
+def upgrade_state(state: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
+    """Bring a state dict written by an older checkpoint format to the current layout."""
+    if version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format version {version} is newer than this build's {CHECKPOINT_FORMAT_VERSION}"
+        )
+    if version < 2:  # expert banks: w1 (E, d, hidden) -> (d, E, hidden)
+        state = {
+            k: v.permute(1, 0, 2).contiguous() if k.endswith("experts.w1") else v for k, v in state.items()
+        }
+    return state
+
+
+def _format_version(weights: Path) -> int:
+    with safe_open(str(weights), "pt") as f:
+        metadata = f.metadata() or {}
+    try:
+        return int(metadata.get("format_version", "1"))
+    except ValueError as exc:
+        raise CheckpointError(f"{weights}: unreadable format_version {metadata['format_version']!r}") from exc
+
+
 def load_checkpoint(
     cls: type[T2MIRPolicy], directory: str | Path, map_location: str | torch.device
 ) -> T2MIRPolicy:
@@ -167,8 +190,10 @@ def load_checkpoint(
         raise CheckpointError(f"{weights} is missing")
     try:
         state = load_file(str(weights), device=str(map_location))
+        version = _format_version(weights)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is corrupt or not a safetensors file ({exc})") from exc
+    state = upgrade_state(state, version)
     policy = cls(config)
     expected = policy.state_dict()
     missing = sorted(set(expected) - set(state))

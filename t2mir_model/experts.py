@@ -1,7 +1,9 @@
 """A bank of feed-forward experts evaluated together with stacked weights.
 
-All experts run on every token in one batched contraction and the gates (zero off the top-k) pick
-the mixture. This costs E/k times the FLOPs of a sparse dispatch inside the MoE block, but it has
+All experts run on every token as two plain matrix products and the gates (zero off the top-k)
+pick the mixture: the first layers of all experts are one (d, E * hidden) matrix; gating each
+expert's hidden units before the second layer turns the gate-weighted sum of expert outputs into one
+(E * hidden, out) product, since sum_e g_e (W2_e h_e + b2_e) = [g_1 h_1, ..., g_E h_E] W2 + g b2. This costs E/k times the FLOPs of a sparse dispatch inside the MoE block, but it has
 fixed shapes and no host syncs (DESIGN.md decision 7), and a token's output never depends on which
 other tokens share its batch, which keeps cached decoding exactly equal to the full forward. At the
 paper's sizes (6 and 8 small experts in one block) the extra cost is a fraction of the attention.
@@ -21,7 +23,7 @@ class ExpertBank(nn.Module):
 
     def __init__(self, n_experts: int, d_model: int, hidden: int, out: int, dropout: float) -> None:
         super().__init__()
-        self.w1 = nn.Parameter(torch.empty(n_experts, d_model, hidden))
+        self.w1 = nn.Parameter(torch.empty(d_model, n_experts, hidden))  # expert e's first layer: w1[:, e]
         self.b1 = nn.Parameter(torch.zeros(n_experts, hidden))
         self.w2 = nn.Parameter(torch.empty(n_experts, hidden, out))
         self.b2 = nn.Parameter(torch.zeros(n_experts, out))
@@ -32,7 +34,9 @@ class ExpertBank(nn.Module):
     def forward(self, x: Tensor, gates: Tensor) -> Tensor:
         """x (N, d), gates (N, E) -> gate-weighted sum of expert outputs (N, out).
 
-        Batched over experts with the weights in their stored layout (no per-call weight copies)."""
-        hidden = F.gelu(torch.matmul(x, self.w1) + self.b1[:, None, :])  # (E, N, hidden)
-        out = torch.bmm(hidden, self.w2) + self.b2[:, None, :]  # (E, N, out)
-        return self.dropout((out * gates.T.unsqueeze(-1)).sum(0))  # (N, out)
+        The weights are read in their stored layout (views, no per-call copies)."""
+        n, (d, n_experts, hidden) = x.shape[0], self.w1.shape
+        h = F.gelu(torch.addmm(self.b1.view(-1), x, self.w1.view(d, -1)))  # (N, E * hidden)
+        h = h.view(n, n_experts, hidden) * gates[:, :, None]  # (N, E, hidden) gated per expert
+        out = torch.addmm(gates @ self.b2, h.view(n, -1), self.w2.view(n_experts * hidden, -1))  # (N, out)
+        return self.dropout(out)

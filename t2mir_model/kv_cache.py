@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from .configuration import T2MIRConfig
 
@@ -33,6 +34,30 @@ class StepRow:
     def n_tokens(self) -> int:
         """Valid tokens in this row."""
         return self.n_commit + self.n_query
+
+
+@dataclass(frozen=True)
+class SlotIndex:
+    """The slots one decode step touches, as a tensor and on the host.
+
+    A single slot is addressed with a slice (reads are views, writes plain copies); several slots
+    with one gather or scatter. Per-slot tensors have the slot as their first dimension."""
+
+    tensor: Tensor  # (B,) long
+    host: tuple[int, ...]
+
+    def read(self, x: Tensor) -> Tensor:
+        """x (S, ...) -> the step's slots (B, ...)."""
+        if len(self.host) == 1:
+            return x[self.host[0] : self.host[0] + 1]
+        return x.index_select(0, self.tensor)
+
+    def write(self, x: Tensor, value: Tensor) -> None:
+        """Store value (B, ...) into the step's slots of x (S, ...)."""
+        if len(self.host) == 1:
+            x[self.host[0] : self.host[0] + 1] = value
+        else:
+            x[self.tensor] = value
 
 
 class KVCache:

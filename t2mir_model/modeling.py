@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import cached_attention_mask, full_attention_mask
+from .attention import CachedStep, cached_attention_mask, full_attention_mask
 from .blocks import BlockContext, TransformerBlock
 from .checkpoint import load_checkpoint, save_checkpoint
 from .configuration import T2MIRConfig
 from .embeddings import TokenEmbedding
-from .kv_cache import KVCache, StepRow
+from .kv_cache import KVCache, SlotIndex, StepRow
 from .outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
 from .task_moe import info_nce, last_valid
 from .tokens import TokenBatch
@@ -72,8 +72,8 @@ class T2MIRPolicy(nn.Module):
     def _context(self, tokens: TokenBatch, prev_count: Tensor, prev_sums: dict[int, Tensor]) -> BlockContext:
         return BlockContext(
             valid=tokens.valid,
-            keep=tokens.valid & ~tokens.query,
-            query=tokens.query,
+            keep=tokens.valid & ~tokens.query if self.config.backbone == "dpt" else tokens.valid,
+            query=tokens.query if self.config.backbone == "dpt" else None,
             kind=tokens.kind,
             prev_count=prev_count,
             prev_sums=prev_sums,
@@ -182,33 +182,38 @@ class T2MIRPolicy(nn.Module):
             raise ValueError(f"{len(rows)} rows for a token batch of {b}")
         cache.check(rows, k)
         device = cache.device
-        slot_list = [r.slot for r in rows]
-        slots = torch.tensor(slot_list, device=device)
         lengths_host = [cache.lengths[r.slot] for r in rows]
-        lengths = torch.tensor(lengths_host, device=device)
-        n_commit = torch.tensor([r.n_commit for r in rows], device=device)
-        n_tokens = torch.tensor([r.n_tokens for r in rows], device=device)
-        kv_len = max(length + r.n_tokens for length, r in zip(lengths_host, rows, strict=True))
+        host = torch.tensor(
+            [[r.slot, n, r.n_commit, r.n_tokens] for r, n in zip(rows, lengths_host, strict=True)],
+            device=device,
+        )  # (B, 4)
+        slot_tensor, lengths, n_commit, n_tokens = host.unbind(1)  # (B,) each
+        kv_len = max(n + r.n_tokens for n, r in zip(lengths_host, rows, strict=True))
+        contiguous = b == 1 and rows[0].n_tokens == k
         steps = torch.arange(k, device=device)[None, :]
-        write_pos = torch.where(
-            steps < n_tokens[:, None], lengths[:, None] + steps, cache.max_tokens
-        )  # (B, k)
-        mask = cached_attention_mask(lengths, n_commit, tokens.valid, kv_len)
-        ctx = self._context(tokens, lengths, {layer: s[slots] for layer, s in cache.route_sums.items()})
+        step = CachedStep(
+            slots=SlotIndex(slot_tensor, tuple(r.slot for r in rows)),
+            write_pos=None
+            if contiguous
+            else torch.where(steps < n_tokens[:, None], lengths[:, None] + steps, cache.max_tokens),
+            first_pos=lengths_host[0] if contiguous else None,
+            kv_len=kv_len,
+            mask=cached_attention_mask(lengths, n_commit, tokens.valid, kv_len),
+        )
+        sums = {layer: step.slots.read(s) for layer, s in cache.route_sums.items()}  # (B, d) each
+        ctx = self._context(tokens, lengths, sums)
         x = self.embed(tokens)  # (B, k, d)
         routing: list[LayerRouting] = []
         for i, block in enumerate(self.blocks):
 
             def attend(attn, xn, i=i):
-                return attn.forward_cached(
-                    xn, cache.keys[i], cache.values[i], slots, slot_list, write_pos, kv_len, mask
-                )
+                return attn.forward_cached(xn, cache.keys[i], cache.values[i], step)
 
             x, layer_routing, new_sum = block(x, ctx, attend)
             if layer_routing is not None:
                 routing.append(layer_routing)
             if new_sum is not None:
-                cache.route_sums[i][slots] = new_sum.to(torch.float32)
+                step.slots.write(cache.route_sums[i], new_sum.to(torch.float32))
         cache.advance(rows)
         head = self._head(x)  # (B, k, width)
         return DecodeOutput(head=head, last=last_valid(head, tokens.valid), routing=routing)

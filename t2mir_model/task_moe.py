@@ -9,6 +9,7 @@ the contrastive loss (Eq. 7) and never receives gradients.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -19,26 +20,48 @@ from .routing import RouterMLP, top_k_gates
 
 @dataclass
 class TaskRouting:
-    """Task-router statistics of one forward."""
+    """Task-router logits and gates of one forward; statistics are computed on first access."""
 
-    weights: Tensor  # (E,) task-gate values summed over valid tokens
-    gates_last: Tensor  # (B, E) task gates at each row's last valid token
-    logits_last: Tensor  # (B, E) router output at the last valid token: the router representation z
+    logits: Tensor  # (B, T, E) router output at every token
+    gates: Tensor  # (B, T, E) top-k gates at every token
+    valid: Tensor  # (B, T) bool
+
+    @cached_property
+    def weights(self) -> Tensor:
+        """(E,) task-gate values summed over valid tokens."""
+        return (self.gates * self.valid[..., None].to(self.gates.dtype)).sum((0, 1))
+
+    @cached_property
+    def _last(self) -> Tensor:
+        """(B,) position of each right-padded row's last valid token."""
+        return last_valid_index(self.valid)
+
+    @property
+    def gates_last(self) -> Tensor:
+        """(B, E) task gates at each row's last valid token."""
+        return self.gates[torch.arange(self.gates.shape[0], device=self.gates.device), self._last]
+
+    @property
+    def logits_last(self) -> Tensor:
+        """(B, E) router output at the last valid token: the router representation z."""
+        return self.logits[torch.arange(self.logits.shape[0], device=self.logits.device), self._last]
 
 
 def prefix_mean(
-    h: Tensor, keep: Tensor, query: Tensor, prev_sum: Tensor, prev_count: Tensor
+    h: Tensor, keep: Tensor, query: Tensor | None, prev_sum: Tensor, prev_count: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Causal mean of context hidden states, continuing a running sum.
 
     h (B, T, d); keep (B, T) 1 for tokens that join the context; query (B, T) 1 for DPT queries
-    (each sees the context plus itself); prev_sum (B, d) and prev_count (B,) from earlier tokens
-    -> (h-bar (B, T, d), new running sum (B, d) after the kept tokens).
+    (each sees the context plus itself), or None when there are none; prev_sum (B, d) and
+    prev_count (B,) from earlier tokens -> (h-bar (B, T, d), new running sum (B, d) after the kept tokens).
     """
     keep = keep.to(h.dtype)
-    query = query.to(h.dtype)
     running = prev_sum[:, None, :] + torch.cumsum(h * keep[..., None], dim=1)  # (B, T, d)
     count = prev_count[:, None].to(h.dtype) + torch.cumsum(keep, dim=1)  # (B, T)
+    if query is None:
+        return running / count.clamp_min(1.0)[..., None], running[:, -1]
+    query = query.to(h.dtype)
     total = running + h * query[..., None]
     return total / (count + query).clamp_min(1.0)[..., None], running[:, -1]
 
@@ -50,10 +73,14 @@ def sequence_mean(h: Tensor, keep: Tensor) -> Tensor:
     return mean[:, None, :].expand_as(h)
 
 
+def last_valid_index(valid: Tensor) -> Tensor:
+    """valid (B, T) bool, right-padded -> (B,) position of each row's last valid token (0 if none)."""
+    return (valid.sum(1) - 1).clamp_min(0)
+
+
 def last_valid(x: Tensor, valid: Tensor) -> Tensor:
     """x (B, T, ...) at each right-padded row's last valid position -> (B, ...)."""
-    index = (valid.sum(1) - 1).clamp_min(0)  # (B,)
-    return x[torch.arange(x.shape[0], device=x.device), index]
+    return x[torch.arange(x.shape[0], device=x.device), last_valid_index(valid)]
 
 
 class TaskMoE(nn.Module):
@@ -71,18 +98,13 @@ class TaskMoE(nn.Module):
         self.experts = ExpertBank(n_experts, d_model, hidden, out, dropout)
         self.top_k = top_k
 
-    def forward(self, h: Tensor, h_bar: Tensor, weight: Tensor, valid: Tensor) -> tuple[Tensor, TaskRouting]:
-        """h, h_bar (B, T, d); weight (B, T) 1 on valid tokens -> (y (B, T, out), stats)."""
+    def forward(self, h: Tensor, h_bar: Tensor, valid: Tensor) -> tuple[Tensor, TaskRouting]:
+        """h, h_bar (B, T, d); valid (B, T) bool -> (y (B, T, out), routing)."""
         b, t, d = h.shape
         logits = self.router(h_bar)  # (B, T, E)
         gates = top_k_gates(logits, self.top_k)  # (B, T, E)
         y = self.experts(h.reshape(b * t, d), gates.reshape(b * t, -1)).view(b, t, -1)
-        stats = TaskRouting(
-            weights=(gates * weight[..., None].to(h.dtype)).sum((0, 1)),
-            gates_last=last_valid(gates, valid),
-            logits_last=last_valid(logits, valid),
-        )
-        return y, stats
+        return y, TaskRouting(logits, gates, valid)
 
     @torch.no_grad()
     def momentum_update(self, beta: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,12 +14,37 @@ from .routing import RouterMLP, cv_squared, noisy_logits, smooth_load, top_k_gat
 
 @dataclass
 class TokenRouting:
-    """Token-router statistics of one forward (tensors, summed over valid tokens)."""
+    """Token-router gates of one forward and the statistics summed over its valid tokens.
 
-    counts: Tensor  # (3, E) top-k selections by token modality s, a, r
-    importance: Tensor  # (E,) sum of gate values (Eq. 12)
-    load: Tensor  # (E,) smooth load estimate in training, selection counts otherwise (Eq. 17)
-    balance_loss: Tensor  # () w_imp CV^2(importance) + w_load CV^2(load) (Eq. 3)
+    The statistics are computed on first access, so a decoding step that nobody inspects (or whose
+    statistics are read later, off the answer path) pays only for the gates it needed anyway."""
+
+    gates: Tensor  # (N, E) gate values of every token, zero off its top-k
+    weight: Tensor  # (N,) 1 on valid tokens
+    kind: Tensor  # (N,) long token modality s, a, r
+    balance_loss: Tensor  # () w_imp CV^2(importance) + w_load CV^2(load) (Eq. 3); 0 outside training
+    smooth_load: Tensor | None = None  # (E,) differentiable load estimate (Eq. 17), noisy training only
+
+    @cached_property
+    def importance(self) -> Tensor:
+        """(E,) sum of gate values over valid tokens (Eq. 12)."""
+        return (self.gates * self.weight[:, None]).sum(0)
+
+    @cached_property
+    def selected(self) -> Tensor:
+        """(N, E) 1 where a valid token selected the expert."""
+        return (self.gates > 0).to(self.gates.dtype) * self.weight[:, None]
+
+    @cached_property
+    def counts(self) -> Tensor:
+        """(3, E) top-k selections by token modality s, a, r."""
+        modality = F.one_hot(self.kind, 3).to(self.gates.dtype)  # (N, 3)
+        return modality.T @ self.selected
+
+    @property
+    def load(self) -> Tensor:
+        """(E,) the smooth load estimate in noisy training, selection counts otherwise (Eq. 17)."""
+        return self.smooth_load if self.smooth_load is not None else self.selected.sum(0)
 
 
 class TokenMoE(nn.Module):
@@ -46,30 +72,24 @@ class TokenMoE(nn.Module):
         self.w_imp = w_imp
         self.w_load = w_load
 
-    def gate(self, h: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """h (N, d), weight (N,) -> (gates (N, E), load (E,)); noisy gating only in training."""
+    def gate(self, h: Tensor, weight: Tensor) -> tuple[Tensor, Tensor | None]:
+        """h (N, d), weight (N,) -> (gates (N, E), smooth load (E,) or None); noisy only in training."""
         clean = self.router(h)  # (N, E)
         if self.training and self.noisy:
             noisy, noise_std = noisy_logits(clean, h, self.w_noise)
             return top_k_gates(noisy, self.top_k), smooth_load(clean, noisy, noise_std, self.top_k, weight)
-        gates = top_k_gates(clean, self.top_k)
-        return gates, ((gates > 0).to(h.dtype) * weight[:, None]).sum(0)
+        return top_k_gates(clean, self.top_k), None
 
     def forward(self, h: Tensor, weight: Tensor, kind: Tensor) -> tuple[Tensor, TokenRouting]:
         """h (B, T, d), weight (B, T) 1 on valid tokens, kind (B, T) modality -> (y (B, T, out), stats)."""
         b, t, d = h.shape
         flat_h = h.reshape(b * t, d)
         flat_w = weight.reshape(b * t).to(h.dtype)
-        gates, load = self.gate(flat_h, flat_w)  # (N, E), (E,)
+        gates, load = self.gate(flat_h, flat_w)  # (N, E), (E,) or None
         y = self.experts(flat_h, gates).view(b, t, -1)
-        importance = (gates * flat_w[:, None]).sum(0)
-        selected = (gates > 0).to(h.dtype) * flat_w[:, None]  # (N, E)
-        modality = F.one_hot(kind.reshape(b * t), 3).to(h.dtype)  # (N, 3)
-        balance = (
-            self.w_imp * cv_squared(importance) + self.w_load * cv_squared(load)
-            if self.training
-            else h.new_zeros(())
-        )
-        return y, TokenRouting(
-            counts=modality.T @ selected, importance=importance, load=load, balance_loss=balance
-        )
+        stats = TokenRouting(gates, flat_w, kind.reshape(b * t), h.new_zeros(()), load)
+        if self.training:
+            stats.balance_loss = self.w_imp * cv_squared(stats.importance) + self.w_load * cv_squared(
+                stats.load
+            )
+        return y, stats

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from model_factory import random_steps, tiny_config, tiny_policy
+from safetensors.torch import save_file
 
 from t2mir_model import CheckpointError, T2MIRPolicy, read_card
 
@@ -78,3 +79,31 @@ def test_broken_directories_are_refused(tmp_path, mutate, message):
 def test_missing_directory(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         T2MIRPolicy.from_pretrained(tmp_path / "nope")
+
+
+def test_format_version_1_weights_are_upgraded_on_load(tmp_path):
+    policy = tiny_policy()
+    policy.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in policy.state_dict().items()}
+    banks = [k for k in state if k.endswith("experts.w1")]
+    assert banks
+    for k in banks:  # version 1 stored expert first layers as (E, d, hidden)
+        state[k] = state[k].permute(1, 0, 2).contiguous()
+    save_file(
+        state, tmp_path / "model.safetensors", metadata={"format": "t2mir-checkpoint", "format_version": "1"}
+    )
+    loaded = T2MIRPolicy.from_pretrained(tmp_path)
+    tokens = random_steps(policy.config, 4, seed=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens).head, policy(tokens).head, atol=0, rtol=0)
+
+
+def test_a_newer_format_version_is_refused(tmp_path):
+    policy = tiny_policy()
+    policy.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in policy.state_dict().items()}
+    save_file(
+        state, tmp_path / "model.safetensors", metadata={"format": "t2mir-checkpoint", "format_version": "99"}
+    )
+    with pytest.raises(CheckpointError, match="newer than this build"):
+        T2MIRPolicy.from_pretrained(tmp_path)

@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from model_factory import random_steps, tiny_policy
 
 from t2mir_model import PolicyBatch, StepRow
+from t2mir_model.experts import ExpertBank
 from t2mir_model.routing import cv_squared, normalised_entropy, smooth_load, top_k_gates
 from t2mir_model.task_moe import info_nce, prefix_mean
 from t2mir_model.token_moe import TokenMoE
@@ -142,3 +144,18 @@ def test_balance_loss_is_a_training_quantity():
     moe = TokenMoE(8, 8, 16, n_experts=4, top_k=2, noisy=True, w_imp=1.0, w_load=1.0, dropout=0.0).eval()
     _, stats = moe(torch.randn(1, 6, 8), torch.ones(1, 6), torch.zeros(1, 6, dtype=torch.long))
     assert stats.balance_loss == 0 and stats.load.sum() == 12
+
+
+def test_expert_bank_is_the_gate_weighted_sum_of_separate_ffns():
+    torch.manual_seed(0)
+    bank = ExpertBank(n_experts=3, d_model=8, hidden=16, out=4, dropout=0.0)
+    with torch.no_grad():
+        bank.b1.normal_()
+        bank.b2.normal_()
+    x = torch.randn(5, 8)
+    gates = top_k_gates(torch.randn(5, 3), 2)
+    expected = sum(
+        gates[:, e : e + 1] * (F.gelu(x @ bank.w1[:, e] + bank.b1[e]) @ bank.w2[e] + bank.b2[e])
+        for e in range(3)
+    )
+    torch.testing.assert_close(bank(x, gates), expected)
