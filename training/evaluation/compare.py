@@ -17,15 +17,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="PNG path")
     parser.add_argument("--title")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=RETURN",
+        help="a dashed reference line, e.g. oracle=-4.63 (python -m training.evaluation.reference)",
+    )
     parser.add_argument("runs", nargs="+", help="LABEL=path/to/eval.json")
     args = parser.parse_args(argv)
+    references = {}
+    for item in args.reference:
+        label, sep, value = item.partition("=")
+        try:
+            references[label] = float(value)
+        except ValueError:
+            parser.error(f"--reference {item!r} is not LABEL=RETURN")
+        if not sep or not label:
+            parser.error(f"--reference {item!r} is not LABEL=RETURN")
     results = {}
     for item in args.runs:
         label, sep, path = item.partition("=")
         if not sep:
             parser.error(f"{item!r} is not LABEL=PATH")
         results[label] = EvalResult.from_json(path)
-    plot_returns(results, args.out, args.title)
+    plot_returns(results, args.out, args.title, references)
     print("| variant | episode 1 | last episode (95% CI) | best episode |")
     print("|---|---|---|---|")
     for label, r in results.items():

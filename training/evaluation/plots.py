@@ -14,9 +14,17 @@ from matplotlib.ticker import MaxNLocator
 from training.evaluation.runner import EvalResult, bootstrap_ci
 
 
-def plot_returns(results: dict[str, EvalResult], png: str | Path, title: str | None = None) -> Path:
-    """One line per labelled result: mean return over tasks per episode with a 95% bootstrap band."""
+def plot_returns(
+    results: dict[str, EvalResult],
+    png: str | Path,
+    title: str | None = None,
+    references: dict[str, float] | None = None,
+) -> Path:
+    """One line per labelled result: mean return over tasks per episode with a 95% bootstrap band;
+    ``references`` (label -> return, e.g. from ``training.evaluation.reference``) as dashed lines."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for (label, value), color in zip((references or {}).items(), ("0.45", "0.7", "0.3"), strict=False):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1, label=f"{label} ({value:.1f})")
     for label, result in results.items():
         episodes = np.arange(1, result.returns.shape[1] + 1)
         bands = np.array([bootstrap_ci(result.returns[:, e], result.seed) for e in range(len(episodes))])
