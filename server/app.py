@@ -42,6 +42,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                     "store": store_kind,
                     "models": len(context.registry.describe()),
                     "no_cache": settings.no_cache,
+                    "compile_step": settings.compile_step,
                 },
             )
             yield

@@ -27,6 +27,11 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--port", "port", {"type": int, "help": "port (default 8000; 0 picks a free one)"}),
     ("--redis-url", "redis_url", {"help": "Redis URL of the session store (default: in-process store)"}),
     ("--no-cache", "no_cache", {"action": "store_const", "const": True, "help": "disable KV caching"}),
+    (
+        "--compile",
+        "compile_step",
+        {"action": "store_const", "const": True, "help": "compile the one-session decode step at load"},
+    ),
     ("--max-batch-size", "max_batch_size", {"type": int, "help": "sessions per engine call (default 64)"}),
     ("--max-wait-ms", "max_wait_ms", {"type": float, "help": "batch window under load (default 2)"}),
     ("--cache-slots", "cache_slots", {"type": int, "help": "KV-cache slots per model version"}),

@@ -105,7 +105,12 @@ def _read(directory: Path, settings: ServerSettings) -> tuple[T2MIRPolicy, dict[
     if policy.config.moe.task_routing != "prefix":
         raise ValueError(f"{directory}: non-causal task routing ('sequence') cannot be served")
     card = read_card(directory)
-    engine = DecodeEngine(policy, _slots(settings, policy.config), use_cache=not settings.no_cache)
+    engine = DecodeEngine(
+        policy,
+        _slots(settings, policy.config),
+        use_cache=not settings.no_cache,
+        compile_step=settings.compile_step,
+    )
     return policy, card, engine
 
 

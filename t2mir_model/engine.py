@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .fused_step import CompiledDecoder
 from .history import SessionHistory, ad_context_tokens, dpt_context_tokens, query_tokens, step_tokens
 from .kv_cache import StepRow
 from .modeling import T2MIRPolicy
@@ -62,12 +63,20 @@ class DecodeEngine:
     """Batched, KV-cached action selection for many sessions over a pool of cache slots."""
 
     def __init__(
-        self, policy: T2MIRPolicy, num_slots: int, max_tokens: int | None = None, use_cache: bool = True
+        self,
+        policy: T2MIRPolicy,
+        num_slots: int,
+        max_tokens: int | None = None,
+        use_cache: bool = True,
+        compile_step: bool = False,
     ) -> None:
+        """``compile_step``: run one-session incremental steps through an ahead-of-time compiled
+        program (`CompiledDecoder`; compiling takes tens of seconds on a CPU, here)."""
         self.policy = policy.eval()
         self.config = policy.config
         self.cache = policy.new_cache(num_slots, max_tokens)
         self.use_cache = use_cache
+        self.compiled = CompiledDecoder(self.policy, self.cache) if compile_step and use_cache else None
         self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
         self._free = list(range(num_slots - 1, -1, -1))
         action = self.config.action
@@ -175,7 +184,10 @@ class DecodeEngine:
                 )
                 rows.append(StepRow(slot, plans[i][1], plans[i][2]))
             tokens = pad_rows([plans[i][0] for i in members]).to(device)
-            out = self.policy.decode(self.cache, rows, tokens)
+            if self.compiled is not None and self.compiled.accepts(rows, tokens):
+                out = self.compiled.decode(self.cache, rows, tokens)
+            else:
+                out = self.policy.decode(self.cache, rows, tokens)
             routing.append(out.routing)
             new_tokens += sum(r.n_tokens for r in rows)
             for i, head in zip(members, out.last, strict=True):

@@ -187,6 +187,7 @@ def test_serve_command_arguments(tmp_path, monkeypatch):
     )
     settings = settings_from_args(args)
     assert settings.checkpoints == ["a", "b"] and settings.no_cache and settings.port == 9
+    assert not settings.compile_step and settings_from_args(parser.parse_args(["--compile"])).compile_step
     assert settings.max_batch_size == 4 and settings.max_wait_ms == 0  # env and flags combine, flags win
     monkeypatch.delenv("T2MIR_CHECKPOINTS", raising=False)
     assert run(parser.parse_args([])) == 2

@@ -1,5 +1,6 @@
 """DarkRoom sessions end to end: real environment, three real server processes sharing one real
-redis-server (two cached replicas and one ``--no-cache``), HTTP acts.
+redis-server (two cached replicas, B with its one-session step compiled by ``--compile``, and one
+``--no-cache``), HTTP acts.
 
 The same session id gets the same sampling seeds, so a session deleted and created again with
 that id must replay the same actions wherever it runs: without the KV cache, moved between
@@ -25,12 +26,12 @@ EPISODES = 3
 
 @pytest.fixture(scope="module")
 def replicas(tiny_checkpoint, redis_server):
-    """Replicas A and B (cached) and C (--no-cache) on one Redis and key prefix."""
+    """Replicas A and B (cached; B compiled) and C (--no-cache) on one Redis and key prefix."""
     env = {"T2MIR_API_KEYS": ",".join(TEST_API_KEYS), "T2MIR_REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:8]}"}
     common = {"redis_url": redis_server.url, "env": env}
     servers = [
         ServerProcess([tiny_checkpoint], args=["--cache-slots", "8"], **common),
-        ServerProcess([tiny_checkpoint], args=["--cache-slots", "8"], **common),
+        ServerProcess([tiny_checkpoint], args=["--cache-slots", "8", "--compile"], **common),
         ServerProcess([tiny_checkpoint], args=["--no-cache"], **common),
     ]
     ServerProcess.start_all(servers)
@@ -91,6 +92,13 @@ def test_same_actions_with_and_without_kv_cache(replicas, reference):
     c = replicas[2]
     fresh(c, session_id)
     assert run_darkroom(lambda step: c, session_id) == (actions, returns)
+
+
+def test_compiled_replica_gives_the_same_actions(replicas, reference):
+    session_id, actions, returns = reference
+    b = replicas[1]
+    fresh(b, session_id)
+    assert run_darkroom(lambda step: b, session_id) == (actions, returns)
 
 
 def test_session_continues_on_another_replica_with_identical_actions(replicas, reference):
