@@ -219,8 +219,10 @@ class ModelRegistry:
         ]
 
     async def flush(self) -> None:
-        """Wait for the pending engine statistics of every loaded version (see `Batcher.flush`)."""
+        """Wait for the pending engine statistics of every loaded version (see `Batcher.flush`) and
+        add the queued routing statistics to the series, off the event loop."""
         await asyncio.gather(*(m.batcher.flush() for m in list(self._models.values())))
+        await asyncio.to_thread(self.metrics.drain_routing)
 
     def slots_used(self) -> int:
         """KV-cache slots in use over every loaded version."""

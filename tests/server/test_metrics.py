@@ -103,3 +103,45 @@ def test_registries_are_private():
     a.act_done(200, 0.01)
     samples = families(b)["t2mir_act_requests"]
     assert not [s for s in samples if s.name.endswith("_total")]
+
+
+def _expert_totals(metrics: ServerMetrics) -> dict[tuple, float]:
+    """Expert counters as read straight from the registry (no drain of queued statistics)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        if family.name in ("t2mir_expert_tokens", "t2mir_task_expert_weight")
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def test_queued_routing_statistics_add_up_to_the_per_call_sums():
+    outputs = [out for _ in range(3) for out in engine_output(steps=6)[1]]  # 18 < ROUTING_BATCH calls
+    queued, per_call = ServerMetrics(), ServerMetrics()
+    for out in outputs:
+        queued.record_engine_output("m", out, [0.0] * len(out.results))
+        per_call.record_routing("m", out.routing)
+    assert not _expert_totals(queued)  # nothing summed yet: the calls wait in the queue
+    queued.render()  # a scrape drains the queue first
+    got, want = _expert_totals(queued), _expert_totals(per_call)
+    assert got.keys() == want.keys() and got
+    for key, value in want.items():
+        assert abs(got[key] - value) < 1e-3 * max(1.0, abs(value)), key
+
+
+def test_a_full_routing_queue_is_summed_without_a_scrape():
+    from server.metrics import ROUTING_BATCH
+
+    outputs = [out for _ in range(ROUTING_BATCH // 6 + 1) for out in engine_output(steps=6)[1]]
+    outputs = outputs[:ROUTING_BATCH]
+    metrics = ServerMetrics()
+    for out in outputs[:-1]:
+        metrics.record_engine_output("m", out, [0.0] * len(out.results))
+    assert not _expert_totals(metrics)
+    metrics.record_engine_output("m", outputs[-1], [0.0] * len(outputs[-1].results))
+    totals = _expert_totals(metrics)
+    expected = sum(
+        float(layer.token.counts.sum()) for out in outputs for forward in out.routing for layer in forward
+    )
+    assert sum(v for (name, _), v in totals.items() if name == "t2mir_expert_tokens_total") == expected
