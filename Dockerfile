@@ -15,6 +15,8 @@
 #              smaller) with https://download.pytorch.org/whl/cpu.
 # TORCH_VERSION torch version pin (empty: the newest the index has).
 # DEVICE       default T2MIR_DEVICE of the image (cuda or cpu); the environment can override it.
+# COMPILER     1: add g++ and the Python headers to the runtime image, which `t2mir serve --compile`
+#              (T2MIR_COMPILE_STEP=true) needs to build its AOTInductor decode step at load.
 #
 # Only the `server` and `client` extras are installed, and the `training/` package is not copied:
 # nothing on the serving path imports the training stack (gymnasium, MuJoCo, SB3); `t2mir train`
@@ -57,6 +59,16 @@ RUN pip install ".[server,client]" \
 # ---------------------------------------------------------------- runtime
 FROM base AS runtime
 ARG DEVICE=cuda
+ARG COMPILER=0
+RUN set -eux; \
+    if [ "${COMPILER}" = "1" ]; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends g++ libc6-dev; \
+        if ! python3.11 -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then \
+            apt-get install -y --no-install-recommends python3.11-dev; \
+        fi; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY --from=build /opt/venv /opt/venv
 RUN groupadd --system --gid 10001 t2mir \
  && useradd --system --uid 10001 --gid t2mir --home-dir /home/t2mir --create-home --shell /usr/sbin/nologin t2mir

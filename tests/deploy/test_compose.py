@@ -17,6 +17,8 @@ import yaml
 from redis_server import free_port
 from server_process import REPO_ROOT
 
+from server.settings import ServerSettings
+
 DEPLOY = REPO_ROOT / "deploy"
 BASE = ["-f", "docker-compose.yml"]
 SCALE = [*BASE, "-f", "docker-compose.scale.yml"]
@@ -74,6 +76,9 @@ def test_server_profiles_gpu_and_cpu(configs):
         assert "/opt/t2mir/checkpoints/darkroom-t2mir-ad" in env["T2MIR_CHECKPOINTS"]
         assert server["networks"]["default"]["aliases"] == ["server"]  # what Prometheus scrapes
         assert server["depends_on"]["redis"]["condition"] == "service_healthy"
+        settings = {f"T2MIR_{name.upper()}" for name in ServerSettings.model_fields}
+        assert {k for k in env if k.startswith("T2MIR_")} <= settings, "unknown T2MIR_ variable"
+        assert env["T2MIR_COMPILE_STEP"] in ("false", False)  # off unless asked for
 
 
 def test_every_service_has_healthcheck_restart_and_named_volumes(configs):
