@@ -120,28 +120,40 @@ class FusedStep(nn.Module):
         return (head, torch.stack(new_k), torch.stack(new_v), sums_out, *stats)
 
 
+class StepCompileError(RuntimeError):
+    """AOTInductor could not build the decode step."""
+
+
 class CompiledDecoder:
     """Runs one-session cached steps of one engine through an AOTInductor-compiled `FusedStep`."""
 
-    def __init__(self, policy: T2MIRPolicy, cache: KVCache, workdir: str | Path | None = None) -> None:
-        """Export and compile the step for ``cache``'s shapes (tens of seconds on a CPU)."""
+    def __init__(self, policy: T2MIRPolicy, cache: KVCache) -> None:
+        """Export and compile the step for ``cache``'s shapes (tens of seconds on a CPU).
+
+        Raises `StepCompileError` when AOTInductor cannot build it (for example without a C++
+        compiler on the host)."""
         config = policy.config
         self.policy = policy
         self.n_commit, self.n_query = (3, 0) if config.backbone == "ad" else (0, 1)
-        self.step = FusedStep(policy, self.n_commit, self.n_query).eval()
+        self.step = FusedStep(policy, self.n_commit, self.n_query).to(cache.device).eval()
         self.layers = [
             (i, block.moe.token is not None, block.moe.task is not None)
             for i, block in enumerate(policy.blocks)
             if block.moe is not None
         ]
         example = self._inputs(cache, 0, self._example_tokens(cache.device))
-        with torch.inference_mode(False), torch.no_grad():
-            program = torch.export.export(self.step, example)
-            directory = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="t2mir-aoti-"))
-            package = torch._inductor.aoti_compile_and_package(
-                program, package_path=str(directory / "decode_step.pt2")
-            )
-        self.runner = torch._inductor.aoti_load_package(package)
+        try:
+            with torch.inference_mode(False), torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+                program = torch.export.export(self.step, example)
+                package = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(Path(tmp) / "decode_step.pt2")
+                )
+                self.runner = torch._inductor.aoti_load_package(package)
+        except Exception as exc:
+            raise StepCompileError(
+                f"compiling the decode step failed ({type(exc).__name__}: {str(exc)[:500]}); "
+                "--compile needs a C++ compiler (g++) on the host"
+            ) from exc
 
     def _example_tokens(self, device: torch.device) -> TokenBatch:
         config = self.policy.config

@@ -130,3 +130,14 @@ def test_compiled_engine_acts_like_the_eager_engine(backbone, discrete, tmp_path
     # every act but each episode's first (a rebuild) ran compiled; DPT's very first act has no prompt,
     # so its "rebuild" is the query alone, which is the compiled step on an empty slot
     assert len(calls) == steps - episodes + (backbone == "dpt")
+
+
+def test_a_missing_compiler_is_a_clear_error(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from t2mir_model.fused_step import StepCompileError
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+    with pytest.raises(StepCompileError, match="C\\+\\+ compiler"):
+        DecodeEngine(tiny_policy(), num_slots=2, compile_step=True)
