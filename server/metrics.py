@@ -7,8 +7,8 @@ Routing statistics arrive as tensors in every `EngineOutput`; `ServerMetrics.rec
 queues them, and every ``ROUTING_BATCH`` engine calls (or before a scrape) they are summed per
 layer in one pass and read back with one ``tolist`` per layer, on the engine's worker thread
 (never on the event loop). Summing per act cost a single session about 0.4 ms of the worker's
-time right when the event loop answered the act, competing with it for the GIL. ``router_load_cv`` / ``router_entropy`` are
-computed on an exponentially decaying usage window (about the last 100 engine calls per model).
+time right when the event loop answered the act, competing with it for the GIL.
+``router_load_cv`` / ``router_entropy`` are computed on an exponentially decaying usage window (about the last 100 engine calls per model).
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ ROUTING_BATCH = 32
 
 def _token_counts(stats: list[TokenRouting]) -> torch.Tensor:
     """(3, E) top-k selections by token modality over several forwards' token routings."""
-    if len(stats) == 1:
-        return stats[0].counts.detach().float().cpu()
     joined = TokenRouting(
         torch.cat([s.gates for s in stats]),
         torch.cat([s.weight for s in stats]),
@@ -50,8 +48,6 @@ def _token_counts(stats: list[TokenRouting]) -> torch.Tensor:
 
 def _task_weights(stats: list[TaskRouting]) -> torch.Tensor:
     """(E,) task-gate values summed over the valid tokens of several forwards' task routings."""
-    if len(stats) == 1:
-        return stats[0].weights.detach().float().cpu()
     joined = TaskRouting(
         torch.cat([s.logits.reshape(1, -1, s.logits.shape[-1]) for s in stats], 1),
         torch.cat([s.gates.reshape(1, -1, s.gates.shape[-1]) for s in stats], 1),
@@ -160,7 +156,7 @@ class ServerMetrics:
         self.model_info = Gauge(
             "model_info", "Loaded model versions", ["model", "version", "backbone"], namespace=ns, registry=r
         )
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._pending: list[tuple[str, list[list[Any]]]] = []
         self._usage: dict[tuple[str, int, str], torch.Tensor] = {}
         self._children: dict[tuple[str, int], dict[str, Any]] = {}
