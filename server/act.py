@@ -162,6 +162,7 @@ class ActService:
             "store_read": 0.0,
             "queue_wait": 0.0,
             "forward": 0.0,
+            "handoff": 0.0,
             "store_write": 0.0,
         }
         async with s.locks.hold(session_id):
@@ -171,7 +172,7 @@ class ActService:
                     return await self._fast(session_id, body, entry, timings, t0)
                 except _StaleMirror:
                     entry = None
-                    timings.update(queue_wait=0.0, forward=0.0, store_write=0.0)
+                    timings.update(queue_wait=0.0, forward=0.0, handoff=0.0, store_write=0.0)
             t_read = time.perf_counter()
             state: SessionState | None = None
             if entry is None:
@@ -240,6 +241,7 @@ class ActService:
         else:
             history = observed(entry, obs_tensor(body.observation), body.reward)
             seed = None if sampling_of(meta) == "greedy" else derive_seed(session_id, body.step)
+            t_submit = time.perf_counter()
             try:
                 served = await model.batcher.submit(ActRequest(key, history, seed))
             except BatcherClosed as exc:
@@ -255,6 +257,8 @@ class ActService:
                 raise ApiError(500, "engine_error", f"the engine failed: {type(exc).__name__}") from exc
             timings["queue_wait"] = served.queue_wait * 1000.0
             timings["forward"] = served.forward * 1000.0
+            waited = time.perf_counter() - t_submit - served.queue_wait - served.forward
+            timings["handoff"] = max(waited, 0.0) * 1000.0
             action = served.result.action
             value = action_value(action)
             response["action"] = value

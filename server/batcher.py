@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from server.engine_thread import EngineThread, EngineThreadStopped
 
 log = logging.getLogger("t2mir.server")
 T = TypeVar("T")
@@ -97,9 +99,7 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000.0
         self.name = name
         self._on_output = on_output
-        self._executor = ThreadPoolExecutor(
-            1, thread_name_prefix=f"t2mir-{name}", initializer=_init_worker, initargs=(torch_threads,)
-        )
+        self._worker = EngineThread(f"t2mir-{name}", setup=functools.partial(_init_worker, torch_threads))
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -138,12 +138,12 @@ class Batcher:
 
     async def run_on_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the engine thread, after the engine calls already started."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._worker.call(fn, *args)
 
     async def flush(self) -> None:
         """Wait until the output hooks of every finished engine call have run."""
         if not self._closing:
-            with contextlib.suppress(RuntimeError):  # the executor shut down meanwhile
+            with contextlib.suppress(EngineThreadStopped):  # closed meanwhile
                 await self.run_on_worker(lambda: None)
 
     async def evict(self, key: Hashable) -> None:
@@ -166,7 +166,7 @@ class Batcher:
             item = self._queue.popleft()
             if not item.future.done():
                 item.future.set_exception(BatcherClosed(f"{self.name} shut down"))
-        self._executor.shutdown(wait=True)
+        self._worker.stop()
 
     # ------------------------------------------------------------------ worker
     async def _loop(self) -> None:
@@ -242,7 +242,7 @@ class Batcher:
             else:
                 item.future.set_result(BatchResult(outcome, wait, forward, len(batch)))
         if reports and self._on_output is not None:
-            self._executor.submit(self._report, reports)  # after the answers, before the next call
+            self._worker.post(self._report, reports)  # after the answers, before the next call
 
     def _call(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], float, list[_Report]]:
         """Worker thread: one engine call; on failure, isolate the failing request(s).

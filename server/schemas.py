@@ -92,6 +92,7 @@ class Timings(BaseModel):
 
     ``parse``: arrival to validated body; ``store_read`` / ``store_write``: session-store calls;
     ``queue_wait``: waiting for the engine; ``forward``: the engine call this act joined;
+    ``handoff``: moving the request to the engine thread and the answer back to the event loop;
     ``total``: arrival to answer (also counts waiting behind an earlier act of the same session).
     """
 
@@ -99,6 +100,7 @@ class Timings(BaseModel):
     store_read: float
     queue_wait: float
     forward: float
+    handoff: float
     store_write: float
     total: float
 

@@ -30,6 +30,8 @@ PARTS_TEXT = """\
 - **store_read** / **store_write**: session-store calls (metadata read; the atomic append of the step);
 - **queue_wait**: waiting for the engine (for the dynamic batch to form, or behind a running forward);
 - **forward**: the engine call this act joined (shared by every act of its batch);
+- **handoff**: moving the request to the engine thread and its answer back to the event loop (thread
+  wake-ups, the GIL, the event loop's turn);
 - **other**: the server's total minus the parts above (validation, per-session lock, act-flow Python);
 - **serialise + transport**: client latency minus the server's total: response serialisation, HTTP /
   WebSocket framing, both event loops and the loopback network; for the baseline it also holds the

@@ -161,7 +161,16 @@ def ratio_table(ratios: Sequence[dict[str, Any]], markdown: bool = False) -> str
     return table(headers, rows, markdown)
 
 
-BREAKDOWN_PARTS = ("parse", "store_read", "queue_wait", "forward", "store_write", "other", "outside")
+BREAKDOWN_PARTS = (
+    "parse",
+    "store_read",
+    "queue_wait",
+    "forward",
+    "handoff",
+    "store_write",
+    "other",
+    "outside",
+)
 
 
 BREAKDOWN_HEADERS = {"outside": "serialise + transport"}

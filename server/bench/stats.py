@@ -3,7 +3,7 @@ CPU, and what the server's ``/metrics`` say happened in the window (two scrapes:
 ``t2mir_batch_size``, KV-cache hits and misses, queue waits).
 
 Where the time of one act goes comes from the server's own ``timings`` (t2mir: parse, store_read,
-queue_wait, forward, store_write; baseline: parse, queue_wait, forward) plus two derived parts:
+queue_wait, forward, handoff, store_write; baseline: parse, queue_wait, forward) plus two derived parts:
 
 - ``other``: the server's ``total`` minus its named parts (validation, the per-session lock, the
   act flow's own Python);
@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.bench.loadgen import ActRecord, PhaseResult
 
 PARTS = {
-    "t2mir": ("parse", "store_read", "queue_wait", "forward", "store_write"),
+    "t2mir": ("parse", "store_read", "queue_wait", "forward", "handoff", "store_write"),
     "baseline": ("parse", "queue_wait", "forward"),
 }
 

@@ -12,6 +12,7 @@ import pytest
 
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
+from server.schemas import Timings
 from server.settings import ServerSettings
 from server.store import AppendOutcome, SessionMeta, StepRecord, StoreUnavailable
 
@@ -71,6 +72,18 @@ def actions(client, sid: str, steps: range) -> list[int]:
 def recreate(client, sid: str, model: str = "darkroom-test") -> None:
     client.delete(f"/sessions/{sid}")
     assert client.post("/sessions", json={"model": model, "session_id": sid}).status_code == 201
+
+
+def test_timings_follow_the_schema_and_fit_in_the_total(app_client):
+    """Every act answer carries each documented part of its time; the parts never exceed the total."""
+    client, _, _ = app_client
+    recreate(client, "t1")
+    for step in range(4):
+        timings = act(client, "t1", step).json()["timings"]
+        assert set(timings) == set(Timings.model_fields)
+        assert all(v >= 0.0 for v in timings.values())
+        assert sum(v for k, v in timings.items() if k != "total") <= timings["total"] + 0.01
+    assert timings["forward"] > 0.0
 
 
 def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app_client):
