@@ -132,8 +132,28 @@ def test_dpt_discrete_and_variable_lengths(disc_ds, var_ds):
         assert vb.prompt.valid[b].sum() == n
 
 
+def test_dpt_prompts_from_the_early_history_only(cont_ds):
+    """prompt_history=0.25 of 12 episodes: prompts and keys from episodes 0-2, queries from all 12."""
+    batch = sample_dpt_batch(cont_ds, np.random.default_rng(8), 64, n_queries=8, prompt_history=0.25)
+    assert batch.prompt.episode_ids.max() <= 2 and batch.key_prompt.episode_ids.max() <= 2
+    assert np.all(batch.prompt.episode_ids[:, 0] != batch.key_prompt.episode_ids[:, 0])
+    late = 0
+    for b in range(64):
+        task = cont_ds.tasks[batch.task_ids[b]]
+        for i in range(8):
+            hit = np.flatnonzero(
+                np.all(task.observations == batch.query.observations[b, i], axis=-1).reshape(-1)
+            )
+            late += int(hit[0]) // cont_ds.horizon > 2
+    assert late > 0  # query states still come from the whole history
+    tiny = sample_dpt_batch(cont_ds, np.random.default_rng(8), 16, prompt_history=0.01)
+    assert set(tiny.prompt.episode_ids[:, 0]) | set(tiny.key_prompt.episode_ids[:, 0]) <= {0, 1}
+
+
 def test_bad_arguments(cont_ds):
     with pytest.raises(ValueError):
         sample_ad_batch(cont_ds, np.random.default_rng(0), 0, 2)
     with pytest.raises(ValueError):
         sample_dpt_batch(cont_ds, np.random.default_rng(0), 2, 0)
+    with pytest.raises(ValueError, match="prompt_history"):
+        sample_dpt_batch(cont_ds, np.random.default_rng(0), 2, 1, prompt_history=0.0)

@@ -125,6 +125,9 @@ def test_config_files_and_overrides(tmp_path):
         parse_overrides(["stepz=5"])
     with pytest.raises(ValueError, match="true/false"):
         parse_overrides(["token_moe=maybe"])
+    assert load_train_config("pointrobot-t2mir-dpt-cpu", ["prompt_history=0.2"]).prompt_history == 0.2
+    with pytest.raises(ValueError, match="prompt_history"):
+        load_train_config("pointrobot-t2mir-dpt-cpu", ["prompt_history=1.5"])
 
 
 def test_dpt_prompts_are_truncated_to_random_prefixes_keys_stay_whole(darkroom_dataset):

@@ -81,11 +81,13 @@ class LearningHistoryDataset:
 
         return sample_ad_batch(self, rng, batch_size, n_trajectories)
 
-    def sample_dpt(self, rng: np.random.Generator, batch_size: int, n_queries: int = 1):
+    def sample_dpt(
+        self, rng: np.random.Generator, batch_size: int, n_queries: int = 1, prompt_history: float = 1.0
+    ):
         """Algorithm 3 query + key batch; see :func:`training.datasets.sampling.sample_dpt_batch`."""
         from training.datasets.sampling import sample_dpt_batch
 
-        return sample_dpt_batch(self, rng, batch_size, n_queries)
+        return sample_dpt_batch(self, rng, batch_size, n_queries, prompt_history)
 
 
 def _read_manifest(root: Path) -> dict:

@@ -11,6 +11,7 @@ never sees a hole in the middle of its context. ``timesteps`` restarts at 0 with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,12 +158,20 @@ def _sample_states(
 
 
 def sample_dpt_batch(
-    ds: LearningHistoryDataset, rng: np.random.Generator, batch_size: int, n_queries: int = 1
+    ds: LearningHistoryDataset,
+    rng: np.random.Generator,
+    batch_size: int,
+    n_queries: int = 1,
+    prompt_history: float = 1.0,
 ) -> DPTBatch:
     """Algorithm 3, lines 9-17: per row a task, a prompt episode and ``n_queries`` labelled query
-    states; the key is another episode and other query states of the same task."""
+    states; the key is another episode and other query states of the same task. Prompt and key
+    episodes come from the first ``prompt_history`` fraction of the task's episodes (collection
+    order, at least two); query states come from all of them."""
     if batch_size < 1 or n_queries < 1:
         raise ValueError("batch_size and n_queries must be >= 1")
+    if not 0 < prompt_history <= 1:
+        raise ValueError(f"prompt_history must be in (0, 1], got {prompt_history}")
     task_ids = sample_task_ids(rng, ds.n_tasks, batch_size)
     prompt = _alloc(ds, batch_size, ds.horizon, 1)
     key_prompt = _alloc(ds, batch_size, ds.horizon, 1)
@@ -180,7 +189,8 @@ def sample_dpt_batch(
     ]
     for b, t in enumerate(task_ids):
         task = ds.tasks[t]
-        p_ep, k_ep = _draw_episode_pairs(rng, task.n_episodes, 1)
+        pool = min(task.n_episodes, max(2, math.ceil(prompt_history * task.n_episodes)))
+        p_ep, k_ep = _draw_episode_pairs(rng, pool, 1)
         _pack_row(prompt, b, task, p_ep)
         _pack_row(key_prompt, b, task, k_ep)
         for q in queries:

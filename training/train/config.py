@@ -37,6 +37,9 @@ class TrainConfig:
     """AD: trajectories L per training segment (the served context holds L-1 past episodes + the current)."""
     n_queries: int = 16
     """DPT: labelled query states per prompt (each attends to the prompt and itself only)."""
+    prompt_history: float = 1.0
+    """DPT: prompts (and key prompts) come from the first fraction of each task's learning history,
+    in collection order (1.0: any episode; 0.2: the exploring early episodes only)."""
     token_experts: int = 6
     token_top_k: int = 2
     task_experts: int = 8
@@ -74,6 +77,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "context_episodes", "n_queries", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.prompt_history <= 1:
+            raise ValueError(f"prompt_history: must be in (0, 1], got {self.prompt_history}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps: must be in [0, steps], got {self.warmup_steps}")
 

@@ -221,7 +221,7 @@ def train(
         sample = (
             dataset.sample_ad(rng, config.batch_size, config.context_episodes)
             if config.backbone == "ad"
-            else dataset.sample_dpt(rng, config.batch_size, config.n_queries)
+            else dataset.sample_dpt(rng, config.batch_size, config.n_queries, config.prompt_history)
         )
         batch, keys = (b.to(config.device) for b in to_policy_batches(sample, discrete, rng))
         lr = _set_lr(optimizer, config, step)
