@@ -81,19 +81,25 @@ class EngineThread:
         self._jobs.put(job)
 
     def _work(self) -> None:
+        broken: BaseException | None = None
         if self._setup is not None:
-            self._setup()
+            try:
+                self._setup()
+            except BaseException as exc:  # every call then fails with it instead of hanging
+                log.error("%s: setup failed", self.name, exc_info=exc)
+                broken = EngineThreadStopped(f"{self.name}: setup failed: {type(exc).__name__}: {exc}")
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             fn, args, loop, future = job
-            error: BaseException | None = None
+            error: BaseException | None = broken
             result: Any = None
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # handed to the caller, like an executor does
-                error = exc
+            if broken is None:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # handed to the caller, like an executor does
+                    error = exc
             if loop is None or future is None:
                 if error is not None:
                     log.error("%s: posted call failed", self.name, exc_info=error)

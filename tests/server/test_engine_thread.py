@@ -102,6 +102,22 @@ def test_stop_runs_what_is_queued_then_refuses_work():
     asyncio.run(main())
 
 
+def test_a_failed_setup_fails_every_call_instead_of_hanging():
+    def setup() -> None:
+        raise OSError("no such device")
+
+    async def main() -> None:
+        worker = EngineThread("t2mir-test", setup=setup)
+        try:
+            for _ in range(2):
+                with pytest.raises(EngineThreadStopped, match="setup failed: OSError: no such device"):
+                    await asyncio.wait_for(worker.call(lambda: 1), 5)
+        finally:
+            worker.stop()
+
+    asyncio.run(main())
+
+
 def test_stop_before_any_call_starts_no_thread():
     worker = EngineThread("t2mir-never-started")
     worker.stop()
