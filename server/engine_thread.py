@@ -20,9 +20,8 @@ from typing import Any, TypeVar
 log = logging.getLogger("t2mir.server")
 T = TypeVar("T")
 
-_Job = tuple[
-    Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"
-]
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
+"""(function, arguments, the caller's future; None for a posted call)."""
 
 
 class EngineThreadStopped(RuntimeError):
@@ -48,23 +47,22 @@ class EngineThread:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue ``fn(*args)`` behind the calls already queued; its result (or exception) as a
         future of the running event loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._put((fn, args, loop, future))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put((fn, args, future))
         return future
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)`` with no result to wait for; an exception it raises is logged."""
-        self._put((fn, args, None, None))
+        self._put((fn, args, None))
 
     def stop(self) -> None:
         """Run what is queued, then end the thread (waits for it); later calls raise."""
-        with self._start_lock:
+        with self._lock:
             self._stopped = True
             thread = self._thread
         if thread is not None:
@@ -72,7 +70,7 @@ class EngineThread:
             thread.join()
 
     def _put(self, job: _Job) -> None:
-        with self._start_lock:
+        with self._lock:
             if self._stopped:
                 raise EngineThreadStopped(f"{self.name} is stopped")
             if self._thread is None:
@@ -92,7 +90,7 @@ class EngineThread:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, args, loop, future = job
+            fn, args, future = job
             error: BaseException | None = broken
             result: Any = None
             if broken is None:
@@ -100,9 +98,9 @@ class EngineThread:
                     result = fn(*args)
                 except BaseException as exc:  # handed to the caller, like an executor does
                     error = exc
-            if loop is None or future is None:
+            if future is None:
                 if error is not None:
                     log.error("%s: posted call failed", self.name, exc_info=error)
                 continue
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                future.get_loop().call_soon_threadsafe(_settle, future, result, error)

@@ -8,7 +8,8 @@ queues them, and every ``ROUTING_BATCH`` engine calls (or before a scrape) they 
 layer in one pass and read back with one ``tolist`` per layer, on the engine's worker thread
 (never on the event loop). Summing per act cost a single session about 0.4 ms of the worker's
 time right when the event loop answered the act, competing with it for the GIL.
-``router_load_cv`` / ``router_entropy`` are computed on an exponentially decaying usage window (about the last 100 engine calls per model).
+``router_load_cv`` / ``router_entropy`` are computed on an exponentially decaying usage window
+(about the last 100 engine calls per model).
 """
 
 from __future__ import annotations
