@@ -30,6 +30,9 @@ class EnvInfo:
     episode_steps: int  # truncation limit (Walker-Param may terminate earlier)
     n_train: int
     n_test: int
+    eval_episodes: int
+    """In-context episodes per task of the paper's test-return curves (the reference
+    implementation's ``eval_episodes``); Table 1 reports the best point of such a curve."""
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,24 @@ class _Family:
 
 
 def _continuous(
-    env_id: str, obs_dim: int, dim: int, bound: float, steps: int, n_train: int, n_test: int
+    env_id: str,
+    obs_dim: int,
+    dim: int,
+    bound: float,
+    steps: int,
+    n_train: int,
+    n_test: int,
+    eval_episodes: int = 30,
 ) -> EnvInfo:
-    return EnvInfo(
-        env_id, obs_dim, "continuous", None, dim, (-bound,) * dim, (bound,) * dim, steps, n_train, n_test
-    )
+    box = ((-bound,) * dim, (bound,) * dim)
+    return EnvInfo(env_id, obs_dim, "continuous", None, dim, *box, steps, n_train, n_test, eval_episodes)
 
 
 _P = "training.envs."
 _FAMILIES: MappingProxyType[str, _Family] = MappingProxyType(
     {
         "t2mir/DarkRoom-v0": _Family(
-            EnvInfo("t2mir/DarkRoom-v0", 2, "discrete", 5, None, None, None, 100, 80, 20),
+            EnvInfo("t2mir/DarkRoom-v0", 2, "discrete", 5, None, None, None, 100, 80, 20, 100),
             _P + "darkroom:DarkRoomEnv",
             _P + "darkroom:sample_tasks",
         ),
@@ -72,7 +81,7 @@ _FAMILIES: MappingProxyType[str, _Family] = MappingProxyType(
             _P + "cheetah_vel:sample_cluster_tasks",
         ),
         "t2mir/WalkerParam-v0": _Family(
-            _continuous("t2mir/WalkerParam-v0", 17, 6, 1.0, 200, 45, 5),
+            _continuous("t2mir/WalkerParam-v0", 17, 6, 1.0, 200, 45, 5, eval_episodes=40),
             _P + "walker_param:WalkerParamEnv",
             _P + "walker_param:sample_tasks",
         ),

@@ -1,4 +1,4 @@
-"""``t2mir eval --checkpoint DIR --episodes N [--tasks test] [--seed S] [--json PATH]``."""
+"""``t2mir eval --checkpoint DIR [--episodes N] [--tasks test] [--seed S] [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -8,15 +8,27 @@ from pathlib import Path
 import torch
 
 from t2mir_model import T2MIRPolicy, read_card, update_card, variant_name
-from training.envs import task_split
+from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
 from training.evaluation.runner import evaluate
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``t2mir eval``."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    parser.add_argument("--episodes", type=int, default=10, help="in-context episodes per task")
+    parser.add_argument(
+        "--episodes",
+        type=_positive_int,
+        help="in-context episodes per task (default: the paper's curve length for the checkpoint's env,"
+        " e.g. 100 on DarkRoom, 30 on Point-Robot)",
+    )
     parser.add_argument(
         "--tasks", choices=["test", "train"], default="test", help="task split to evaluate on"
     )
@@ -47,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     env_id = policy.config.env_id or read_card(args.checkpoint).get("env_id", "")
     train_tasks, test_tasks = task_split(env_id, args.split_seed)
     tasks = test_tasks if args.tasks == "test" else train_tasks
+    episodes = env_info(env_id).eval_episodes if args.episodes is None else args.episodes
     result = evaluate(
-        policy, tasks, args.episodes, seed=args.seed, sample=not args.greedy, progress=not args.no_progress
+        policy, tasks, episodes, seed=args.seed, sample=not args.greedy, progress=not args.no_progress
     )
     json_path = Path(args.json) if args.json else Path(args.checkpoint) / f"eval-{args.tasks}.json"
     csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
@@ -60,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary()
     low, high = summary["last_ci95"]
     print(
-        f"{variant_name(policy.config)} on {env_id} ({len(tasks)} {args.tasks} tasks, {args.episodes} episodes, "
+        f"{variant_name(policy.config)} on {env_id} ({len(tasks)} {args.tasks} tasks, {episodes} episodes, "
         f"seed {args.seed})"
     )
     print("episode means: " + " ".join(f"{v:.2f}" for v in result.episode_means))

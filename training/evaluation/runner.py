@@ -132,6 +132,8 @@ def evaluate(
     progress: bool = False,
 ) -> EvalResult:
     """Run ``episodes`` in-context episodes on every task; deterministic for a seed."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
     config = policy.config
     env = make_batch_env(tasks[0].env_id, tasks, seed=seed)
     engine = DecodeEngine(policy, num_slots=len(tasks))
