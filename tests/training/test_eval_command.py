@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from t2mir_model import T2MIRPolicy
 from t2mir_model.cli import main
-from training.envs import ENV_IDS, env_info
+from training.envs import ENV_IDS, env_info, task_split
+from training.evaluation import evaluate
 
 POINT_ROBOT = Path(__file__).resolve().parents[2] / "checkpoints" / "pointrobot-t2mir-ad"
 
@@ -48,3 +50,9 @@ def test_bad_episode_counts_are_refused_before_any_work(tmp_path, bad, capsys):
     assert exc.value.code == 2
     assert "--episodes" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_refuses_zero_episodes():
+    policy = T2MIRPolicy.from_pretrained(POINT_ROBOT)
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        evaluate(policy, task_split("t2mir/PointRobot-v0", 0)[1], 0)
