@@ -5,6 +5,7 @@ Depends on torch and safetensors only.
 
 from .checkpoint import CheckpointError, read_card, read_config, update_card, variant_name
 from .configuration import ActionSpec, ConfigError, MoEConfig, ObservationSpec, T2MIRConfig
+from .experts import set_sparse_dispatch
 from .kv_cache import CacheCapacityError, KVCache, StepRow
 from .modeling import PolicyBatch, T2MIRPolicy
 from .outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
@@ -35,6 +36,7 @@ __all__ = [
     "interleave_steps",
     "read_card",
     "read_config",
+    "set_sparse_dispatch",
     "update_card",
     "variant_name",
 ]

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("training.collect.command", "train", "collect offline learning-history datasets"),
     "train": ("training.train.command", "train", "train a T2MIR / AD / DPT policy"),
     "eval": ("training.evaluation.command", "train", "in-context evaluation on held-out tasks"),
+    "bench-train": ("training.train.bench", "train", "time a training step, dense against sparse experts"),
     "viz": ("training.viz.command", "train", "routing insight plots from a checkpoint"),
     "serve": ("server.command", "server", "run the inference server"),
     "demo": ("server.demo", "server", "serve the shipped checkpoint and drive client episodes"),

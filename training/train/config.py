@@ -62,6 +62,10 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0
     """torch threads per process (0: leave torch's default)."""
+    expert_dispatch: str = "dense"
+    """'dense': every expert on every token, gated (fixed shapes, the serving path); 'sparse': each
+    expert on its selected tokens only, same mixture up to float rounding, faster where the expert
+    banks dominate a step (CPU). Training only; evaluation and serving are always dense."""
     log_every: int = 50
     checkpoint_every: int = 1000
     eval_every: int = 0
@@ -77,6 +81,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "context_episodes", "n_queries", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.expert_dispatch not in ("dense", "sparse"):
+            raise ValueError(f"expert_dispatch: must be 'dense' or 'sparse', got {self.expert_dispatch!r}")
         if not 0 < self.prompt_history <= 1:
             raise ValueError(f"prompt_history: must be in (0, 1], got {self.prompt_history}")
         if not 0 <= self.warmup_steps <= self.steps:

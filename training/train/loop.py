@@ -30,6 +30,7 @@ from t2mir_model import (
     PolicyBatch,
     T2MIRConfig,
     T2MIRPolicy,
+    set_sparse_dispatch,
 )
 from training.datasets import LearningHistoryDataset, load_dataset
 from training.envs import task_split
@@ -119,7 +120,8 @@ def policy_config(config: TrainConfig, dataset: LearningHistoryDataset) -> T2MIR
     )
 
 
-def _optimizer(policy: T2MIRPolicy, config: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(policy: T2MIRPolicy, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or gate vectors)."""
     decay = [p for p in policy.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in policy.parameters() if p.requires_grad and p.ndim < 2]
     groups = [
@@ -200,7 +202,8 @@ def train(
     dataset = load_dataset(config.dataset, split="train")
     torch.manual_seed(config.seed)
     policy = T2MIRPolicy(policy_config(config, dataset)).to(config.device)
-    optimizer = _optimizer(policy, config)
+    set_sparse_dispatch(policy, config.expert_dispatch == "sparse")
+    optimizer = build_optimizer(policy, config)
     rng = np.random.default_rng(config.seed + 9973 * rank)
     start = 0
     if resume and (out / "last").exists():
