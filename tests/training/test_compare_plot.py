@@ -36,3 +36,13 @@ def test_malformed_reference_lines_are_refused(tmp_path, bad):
     a = _result(tmp_path, "a", 0.0)
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "p.png"), "--reference", bad, f"A={a}"])
+
+
+def test_axis_label_names_held_out_tasks_only_when_every_curve_is_held_out():
+    from training.evaluation.plots import _task_noun
+
+    held_out = EvalResult("t2mir/PointRobot-v0", ["test:0", "test:1"], np.zeros((2, 3)), 0, True)
+    train = EvalResult("t2mir/PointRobot-v0", ["train:0", "train:1", "train:2"], np.zeros((3, 3)), 0, True)
+    assert _task_noun({"a": held_out}) == "2 held-out tasks"
+    assert _task_noun({"a": held_out, "b": train}) == "tasks"
+    assert _task_noun({"b": train}) == "3 tasks"

@@ -14,6 +14,14 @@ from matplotlib.ticker import MaxNLocator
 from training.evaluation.runner import EvalResult, bootstrap_ci
 
 
+def _task_noun(results: dict[str, EvalResult]) -> str:
+    """'20 held-out tasks' when every result is on the same number of held-out tasks, else 'tasks'."""
+    counts = {result.returns.shape[0] for result in results.values()}
+    held_out = all(task.startswith("test") for result in results.values() for task in result.tasks)
+    count = f"{counts.pop()} " if len(counts) == 1 else ""
+    return f"{count}{'held-out ' if held_out else ''}tasks"
+
+
 def plot_returns(
     results: dict[str, EvalResult],
     png: str | Path,
@@ -33,7 +41,7 @@ def plot_returns(
     first = next(iter(results.values()))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("in-context episode")
-    ax.set_ylabel(f"return (mean over {first.returns.shape[0]} held-out tasks)")
+    ax.set_ylabel(f"return (mean over {_task_noun(results)})")
     ax.set_title(title or first.env_id)
     ax.grid(alpha=0.3)
     ax.legend()
