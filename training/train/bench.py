@@ -16,15 +16,16 @@ import numpy as np
 import torch
 
 from t2mir_model import PolicyBatch, T2MIRPolicy, set_sparse_dispatch
-from training.datasets import load_dataset
+from training.datasets import LearningHistoryDataset, load_dataset
 from training.train.batches import to_policy_batches
 from training.train.config import TrainConfig, load_train_config
 from training.train.loop import build_optimizer, policy_config
 
 
-def _batches(config: TrainConfig, n: int) -> list[tuple[PolicyBatch, PolicyBatch]]:
+def _batches(
+    config: TrainConfig, dataset: LearningHistoryDataset, n: int
+) -> list[tuple[PolicyBatch, PolicyBatch]]:
     """``n`` (batch, key batch) pairs drawn as the training loop draws them."""
-    dataset = load_dataset(config.dataset, split="train")
     rng = np.random.default_rng(config.seed)
     discrete = dataset.action_kind == "discrete"
     out = []
@@ -56,9 +57,10 @@ def _step(
 
 def bench_train(config: TrainConfig, steps: int) -> dict[str, float]:
     """Median milliseconds per training step for each dispatch, their ratio and the parity gap."""
-    batches = _batches(config, steps + 1)
+    dataset = load_dataset(config.dataset, split="train")
+    batches = _batches(config, dataset, steps + 1)
     torch.manual_seed(config.seed)
-    dense = T2MIRPolicy(policy_config(config, load_dataset(config.dataset, split="train"))).to(config.device)
+    dense = T2MIRPolicy(policy_config(config, dataset)).to(config.device)
     sparse = copy.deepcopy(dense)
     set_sparse_dispatch(sparse, True)
     runs = {"dense": dense, "sparse": sparse}
