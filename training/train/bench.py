@@ -16,49 +16,31 @@ import numpy as np
 import torch
 
 from t2mir_model import PolicyBatch, T2MIRPolicy, set_sparse_dispatch
-from training.datasets import LearningHistoryDataset, load_dataset
-from training.train.batches import to_policy_batches
+from training.datasets import load_dataset
 from training.train.config import TrainConfig, load_train_config
-from training.train.loop import build_optimizer, policy_config
+from training.train.loop import build_optimizer, draw_batches, optimisation_step, policy_config
 
 
-def _batches(
-    config: TrainConfig, dataset: LearningHistoryDataset, n: int
-) -> list[tuple[PolicyBatch, PolicyBatch]]:
-    """``n`` (batch, key batch) pairs drawn as the training loop draws them."""
-    rng = np.random.default_rng(config.seed)
-    discrete = dataset.action_kind == "discrete"
-    out = []
-    for _ in range(n):
-        sample = (
-            dataset.sample_ad(rng, config.batch_size, config.context_episodes)
-            if config.backbone == "ad"
-            else dataset.sample_dpt(rng, config.batch_size, config.n_queries, config.prompt_history)
-        )
-        batch, keys = (b.to(config.device) for b in to_policy_batches(sample, discrete, rng))
-        out.append((batch, keys))
-    return out
-
-
-def _step(
-    policy: T2MIRPolicy, optimizer: torch.optim.Optimizer, batch: PolicyBatch, keys: PolicyBatch
-) -> float:
-    """One optimiser step as in the training loop; returns the loss before it."""
-    loss = policy.compute_loss(batch, keys)
-    optimizer.zero_grad(set_to_none=True)
-    loss.total.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-    optimizer.step()
-    policy.momentum_update()
+def _timed_step(
+    policy: T2MIRPolicy,
+    optimizer: torch.optim.Optimizer,
+    batch: PolicyBatch,
+    keys: PolicyBatch,
+    grad_clip: float,
+) -> tuple[float, float]:
+    """One training-loop step -> (milliseconds, loss before the step)."""
+    start = time.perf_counter()
+    loss, _ = optimisation_step(policy.compute_loss, policy, optimizer, batch, keys, grad_clip)
     if batch.tokens.valid.device.type == "cuda":
         torch.cuda.synchronize()
-    return loss.total.item()
+    return (time.perf_counter() - start) * 1000, loss.total.item()
 
 
 def bench_train(config: TrainConfig, steps: int) -> dict[str, float]:
     """Median milliseconds per training step for each dispatch, their ratio and the parity gap."""
     dataset = load_dataset(config.dataset, split="train")
-    batches = _batches(config, dataset, steps + 1)
+    rng = np.random.default_rng(config.seed)
+    batches = [draw_batches(dataset, config, rng) for _ in range(steps + 1)]
     torch.manual_seed(config.seed)
     dense = T2MIRPolicy(policy_config(config, dataset)).to(config.device)
     sparse = copy.deepcopy(dense)
@@ -71,9 +53,7 @@ def bench_train(config: TrainConfig, steps: int) -> dict[str, float]:
         for name, policy in runs.items():
             policy.train()
             torch.manual_seed(config.seed + i)  # same gating noise for both
-            start = time.perf_counter()
-            loss = _step(policy, optimizers[name], batch, keys)
-            elapsed = (time.perf_counter() - start) * 1000
+            elapsed, loss = _timed_step(policy, optimizers[name], batch, keys, config.grad_clip)
             if i == 0:
                 first_loss[name] = loss  # warm-up step, not timed
             else:

@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,39 @@ def build_optimizer(policy: T2MIRPolicy, config: TrainConfig) -> torch.optim.Ada
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+def draw_batches(
+    dataset: LearningHistoryDataset, config: TrainConfig, rng: np.random.Generator
+) -> tuple[PolicyBatch, PolicyBatch]:
+    """One (batch, key batch) pair on ``config.device``, sampled as Algorithm 1 (AD) or 3 (DPT) does."""
+    sample = (
+        dataset.sample_ad(rng, config.batch_size, config.context_episodes)
+        if config.backbone == "ad"
+        else dataset.sample_dpt(rng, config.batch_size, config.n_queries, config.prompt_history)
+    )
+    batch, keys = to_policy_batches(sample, dataset.action_kind == "discrete", rng)
+    return batch.to(config.device), keys.to(config.device)
+
+
+def optimisation_step(
+    compute_loss: Callable[[PolicyBatch, PolicyBatch], LossOutput],
+    policy: T2MIRPolicy,
+    optimizer: torch.optim.Optimizer,
+    batch: PolicyBatch,
+    keys: PolicyBatch,
+    grad_clip: float,
+) -> tuple[LossOutput, float]:
+    """Loss, backward, clipped AdamW step and the momentum key-router update -> (loss, grad norm).
+
+    ``compute_loss`` is the policy's (or its DDP wrapper's) forward."""
+    loss = compute_loss(batch, keys)
+    optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip))
+    optimizer.step()
+    policy.momentum_update()
+    return loss, grad_norm
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> float:
     lr = config.lr * lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio)
     for group in optimizer.param_groups:
@@ -213,7 +247,6 @@ def train(
         module = DistributedDataParallel(module, find_unused_parameters=True)
     writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
     test_tasks = task_split(dataset.env_id, dataset.manifest.get("split_seed", 0))[1]
-    discrete = dataset.action_kind == "discrete"
     began = time.perf_counter()
     bar = tqdm(total=config.steps, initial=start, desc=f"train {out.name}", disable=not progress or rank != 0)
     losses: list[tuple[int, float]] = []
@@ -221,19 +254,9 @@ def train(
     end = min(config.steps, stop_after) if stop_after is not None else config.steps
     policy.train()
     for step in range(start, end):
-        sample = (
-            dataset.sample_ad(rng, config.batch_size, config.context_episodes)
-            if config.backbone == "ad"
-            else dataset.sample_dpt(rng, config.batch_size, config.n_queries, config.prompt_history)
-        )
-        batch, keys = (b.to(config.device) for b in to_policy_batches(sample, discrete, rng))
+        batch, keys = draw_batches(dataset, config, rng)
         lr = _set_lr(optimizer, config, step)
-        loss = module(batch, keys)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip))
-        optimizer.step()
-        policy.momentum_update()
+        loss, grad_norm = optimisation_step(module, policy, optimizer, batch, keys, config.grad_clip)
         done = step + 1
         if writer is not None and (done % config.log_every == 0 or done == config.steps):
             _log_step(writer, loss, lr, grad_norm, done)
