@@ -130,14 +130,22 @@ def evaluate(
     seed: int = 0,
     sample: bool = True,
     progress: bool = False,
+    histories: list[SessionHistory] | None = None,
 ) -> EvalResult:
-    """Run ``episodes`` in-context episodes on every task; deterministic for a seed."""
+    """Run ``episodes`` in-context episodes on every task; deterministic for a seed.
+
+    ``histories`` (one per task) start the tasks from earlier episodes instead of an empty context
+    (see :mod:`training.evaluation.primed`); they are extended in place.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if histories is not None and len(histories) != len(tasks):
+        raise ValueError(f"{len(histories)} histories for {len(tasks)} tasks")
     config = policy.config
     env = make_batch_env(tasks[0].env_id, tasks, seed=seed)
     engine = DecodeEngine(policy, num_slots=len(tasks))
-    histories = [SessionHistory() for _ in tasks]
+    if histories is None:
+        histories = [SessionHistory() for _ in tasks]
     returns = np.zeros((len(tasks), episodes))
     discrete = config.action.is_discrete
     bar = tqdm(total=episodes, desc=f"eval {tasks[0].env_id}", disable=not progress, leave=False)
