@@ -112,12 +112,16 @@ def test_graceful_shutdown_answers_what_it_accepted(faulty):
         for session_id in sessions:
             assert c.create(session_id=session_id).status_code == 201
 
+    episode = 30  # act steps per episode, then one done=true request: stays under max_episode_steps
+
     def hammer(session_id: str) -> list[int]:
         statuses = []
         with ServerClient(server.url, KEY, timeout=10) as mine:
-            for step in range(200):
+            for step in range(100 * (episode + 1)):  # far more than the server answers before it stops
+                at = step % (episode + 1)
+                observation, reward = [float(at % 10), 1.0], None if at == 0 else 0.0
                 try:
-                    response = mine.act(session_id, step, [float(step % 10), 1.0], None if step == 0 else 0.0)
+                    response = mine.act(session_id, step, observation, reward, done=at == episode)
                 except httpx.HTTPError:
                     break  # the server stopped accepting
                 statuses.append(response.status_code)
@@ -136,7 +140,8 @@ def test_graceful_shutdown_answers_what_it_accepted(faulty):
         assert statuses[: len(ok)] == ok and set(statuses[len(ok) :]) <= {503}  # no 500, nothing odd
         stored = raw_state(redis, session_id)
         assert int(stored["meta"]["next_step"]) == len(ok)  # acknowledged == stored, nothing half-written
-        assert len(stored["cur"]) == len(ok)
+        assert len(stored["cur"]) == len(ok) % (episode + 1)
+        assert len(stored["rets"]) == len(ok) // (episode + 1)
     logs = server.logs()
     records = [json.loads(line) for line in logs.splitlines() if line.strip()]
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
