@@ -69,6 +69,35 @@ def test_ad_history_order_option(cont_ds):
     assert np.all(np.diff(batch.query.episode_ids, axis=1) > 0)
 
 
+def test_ad_prefix_pool_weights_the_early_history(cont_ds):
+    """'prefix' draws episode i of n with weight about ln(n / i): early episodes far more often."""
+    draws = {
+        pool: np.concatenate(
+            [
+                sample_ad_batch(cont_ds, np.random.default_rng(s), 10, 2, pool=pool).query.episode_ids.ravel()
+                for s in range(200)
+            ]
+        )
+        for pool in ("history", "prefix")
+    }
+    history, prefix = (np.bincount(draws[p], minlength=12) / draws[p].size for p in ("history", "prefix"))
+    np.testing.assert_allclose(history, 1 / 12, atol=0.01)  # uniform over the whole history
+    assert prefix[:3].sum() > 2 * history[:3].sum() and prefix[-3:].sum() < history[-3:].sum() / 3
+    assert np.all(np.diff(prefix[1:]) < 0.005)  # non-increasing (up to noise) after the first two
+    batch = sample_ad_batch(cont_ds, np.random.default_rng(5), 8, 4, pool="prefix")
+    assert np.all(np.diff(batch.query.episode_returns, axis=1) >= 0)  # still sorted, best last
+    for b in range(8):  # a prefix holds >= L episodes: each group is drawn without replacement
+        task = cont_ds.tasks[batch.task_ids[b]]
+        for group in (batch.query, batch.key):
+            assert len(set(group.episode_ids[b])) == 4
+            np.testing.assert_array_equal(group.episode_returns[b], task.returns[group.episode_ids[b]])
+
+
+def test_ad_pool_is_validated(cont_ds):
+    with pytest.raises(ValueError, match="pool"):
+        sample_ad_batch(cont_ds, np.random.default_rng(0), 2, 2, pool="recent")
+
+
 def test_ad_deterministic(cont_ds):
     a = sample_ad_batch(cont_ds, np.random.default_rng(7), 6, 3)
     b = sample_ad_batch(cont_ds, np.random.default_rng(7), 6, 3)

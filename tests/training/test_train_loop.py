@@ -131,6 +131,19 @@ def test_config_files_and_overrides(tmp_path):
     assert load_train_config("pointrobot-t2mir-dpt-cpu", ["prompt_history=0.2"]).prompt_history == 0.2
     with pytest.raises(ValueError, match="prompt_history"):
         load_train_config("pointrobot-t2mir-dpt-cpu", ["prompt_history=1.5"])
+    assert load_train_config("pointrobot-t2mir-ad-cpu", ["ad_episodes=prefix"]).ad_episodes == "prefix"
+    with pytest.raises(ValueError, match="ad_episodes"):
+        load_train_config("pointrobot-t2mir-ad-cpu", ["ad_episodes=latest"])
+
+
+def test_prefix_segments_train(point_dataset, tmp_path):
+    result = train(
+        tiny(point_dataset, tmp_path / "run", ad_episodes="prefix", final_eval=False), progress=False
+    )
+    assert np.mean([loss for _, loss in result.losses[-3:]]) < np.mean(
+        [loss for _, loss in result.losses[:3]]
+    )
+    assert T2MIRPolicy.from_pretrained(result.final_dir).config.backbone == "ad"
 
 
 def test_dpt_prompts_are_truncated_to_random_prefixes_keys_stay_whole(darkroom_dataset):

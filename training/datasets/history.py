@@ -75,11 +75,13 @@ class LearningHistoryDataset:
     def __len__(self) -> int:
         return self.n_tasks
 
-    def sample_ad(self, rng: np.random.Generator, batch_size: int, n_trajectories: int):
+    def sample_ad(
+        self, rng: np.random.Generator, batch_size: int, n_trajectories: int, pool: str = "history"
+    ):
         """Algorithm 1 query + key batch; see :func:`training.datasets.sampling.sample_ad_batch`."""
         from training.datasets.sampling import sample_ad_batch
 
-        return sample_ad_batch(self, rng, batch_size, n_trajectories)
+        return sample_ad_batch(self, rng, batch_size, n_trajectories, pool=pool)
 
     def sample_dpt(
         self, rng: np.random.Generator, batch_size: int, n_queries: int = 1, prompt_history: float = 1.0

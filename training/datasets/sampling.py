@@ -18,6 +18,9 @@ import numpy as np
 
 from training.datasets.history import LearningHistoryDataset, TaskHistory
 
+AD_POOLS = ("history", "prefix")
+"""Where `sample_ad_batch` draws a row's episodes from (see its ``pool`` argument)."""
+
 
 @dataclass(frozen=True)
 class Segments:
@@ -122,21 +125,32 @@ def sample_ad_batch(
     n_trajectories: int,
     *,
     sort_by_return: bool = True,
+    pool: str = "history",
 ) -> ADBatch:
     """Algorithm 1, lines 3-10: per row a task, L episodes sorted by return and another L as the key.
 
     Rows have ``N = n_trajectories * ds.horizon`` step slots. ``sort_by_return=False`` keeps the
-    sampled episodes in history order instead (plain AD).
+    sampled episodes in history order instead (plain AD). ``pool`` says where a row's episodes come
+    from: ``"history"``, anywhere in the task's learning history (Algorithm 1); ``"prefix"``, the
+    first ``c`` episodes for a cutoff ``c`` drawn uniformly from ``L .. n_episodes`` per row, i.e.
+    what the learner had produced by a random point of its learning. A history that converges early
+    then still yields segments whose best episode improves on poor ones, rather than mostly
+    segments of converged episodes (episode ``i`` of ``n`` is drawn with weight about ``ln(n / i)``).
     """
     if batch_size < 1 or n_trajectories < 1:
         raise ValueError("batch_size and n_trajectories must be >= 1")
+    if pool not in AD_POOLS:
+        raise ValueError(f"pool must be one of {AD_POOLS}, got {pool!r}")
     task_ids = sample_task_ids(rng, ds.n_tasks, batch_size)
     n = n_trajectories * ds.horizon
     query = _alloc(ds, batch_size, n, n_trajectories)
     key = _alloc(ds, batch_size, n, n_trajectories)
     for b, t in enumerate(task_ids):
         task = ds.tasks[t]
-        q_eps, k_eps = _draw_episode_pairs(rng, task.n_episodes, n_trajectories)
+        n_eps = task.n_episodes
+        if pool == "prefix" and n_eps > n_trajectories:
+            n_eps = int(rng.integers(n_trajectories, n_eps + 1))
+        q_eps, k_eps = _draw_episode_pairs(rng, n_eps, n_trajectories)
         if sort_by_return:
             q_eps, k_eps = _sorted_by_return(task, q_eps), _sorted_by_return(task, k_eps)
         else:

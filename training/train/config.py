@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.datasets.sampling import AD_POOLS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -35,6 +37,10 @@ class TrainConfig:
     dropout: float = 0.1
     context_episodes: int = 4
     """AD: trajectories L per training segment (the served context holds L-1 past episodes + the current)."""
+    ad_episodes: str = "history"
+    """AD: where a segment's L episodes come from: 'history' (anywhere in the task's learning
+    history, Algorithm 1) or 'prefix' (the first c episodes, c uniform in L .. all, per segment;
+    see training.datasets.sampling.sample_ad_batch)."""
     n_queries: int = 16
     """DPT: labelled query states per prompt (each attends to the prompt and itself only)."""
     prompt_history: float = 1.0
@@ -83,6 +89,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.expert_dispatch not in ("dense", "sparse"):
             raise ValueError(f"expert_dispatch: must be 'dense' or 'sparse', got {self.expert_dispatch!r}")
+        if self.ad_episodes not in AD_POOLS:
+            raise ValueError(f"ad_episodes: must be one of {AD_POOLS}, got {self.ad_episodes!r}")
         if not 0 < self.prompt_history <= 1:
             raise ValueError(f"prompt_history: must be in (0, 1], got {self.prompt_history}")
         if not 0 <= self.warmup_steps <= self.steps:

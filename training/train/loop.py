@@ -137,7 +137,7 @@ def draw_batches(
 ) -> tuple[PolicyBatch, PolicyBatch]:
     """One (batch, key batch) pair on ``config.device``, sampled as Algorithm 1 (AD) or 3 (DPT) does."""
     sample = (
-        dataset.sample_ad(rng, config.batch_size, config.context_episodes)
+        dataset.sample_ad(rng, config.batch_size, config.context_episodes, config.ad_episodes)
         if config.backbone == "ad"
         else dataset.sample_dpt(rng, config.batch_size, config.n_queries, config.prompt_history)
     )
