@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from t2mir_model import T2MIRPolicy
 from training.datasets import load_dataset
 from training.datasets.synthetic import write_synthetic_dataset
 from training.evaluation.primed import evaluate_primed, main, prime_episode_ids, primed_history
-from training.evaluation.runner import evaluate
+from training.evaluation.runner import EvalResult, evaluate
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "pointrobot-t2mir-ad"
 
@@ -74,9 +75,16 @@ def test_refuses_histories_that_do_not_match_the_tasks(tasks, policy):
         evaluate(policy, [t.task for t in tasks], 1, histories=[primed_history(tasks[0], np.array([0]))])
 
 
-def test_cli_prints_primed_and_played_returns(dataset_dir, capsys):
+def test_cli_prints_primed_and_played_returns(dataset_dir, capsys, tmp_path):
     argv = ["--checkpoint", str(CHECKPOINT), "--dataset", str(dataset_dir), "--mode", "first"]
-    assert main([*argv, "--k", "2", "--tasks", "2", "--episodes", "2"]) == 0
+    out_json = tmp_path / "primed.json"
+    assert main([*argv, "--k", "2", "--tasks", "2", "--episodes", "2", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "2 training tasks, primed with the first 2 episode(s)" in out
-    assert len(out.splitlines()[-1].split(":")[1].split()) == 2
+    played = [float(v) for v in out.splitlines()[-1].split(":")[1].split()]
+    assert len(played) == 2
+    saved = json.loads(out_json.read_text())
+    np.testing.assert_allclose(saved["episode_means"], played, atol=0.005)
+    assert (saved["primed"]["mode"], saved["primed"]["k"]) == ("first", 2)
+    assert np.array(saved["primed"]["primed_returns"]).shape == (2, 2)
+    assert EvalResult.from_json(out_json).returns.shape == (2, 2)

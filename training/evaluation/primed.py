@@ -15,6 +15,7 @@ returns after ``best`` but stays flat after ``first`` exploits but does not expl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=4, help="episodes to play after priming")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--greedy", action="store_true")
+    parser.add_argument(
+        "--json", help="write the played episodes' summary (as t2mir eval does) plus the primed returns"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
@@ -113,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(tasks)} training tasks, primed with the {args.mode} {args.k} episode(s) of each history")
     print(f"primed episodes: mean return {result.primed_mean:.2f} (history best {best:.2f})")
     print("played episodes: " + " ".join(f"{v:.2f}" for v in result.played.episode_means))
+    if args.json:
+        primed = {
+            "mode": args.mode,
+            "k": args.k,
+            "primed_mean": result.primed_mean,
+            "primed_returns": result.primed_returns.tolist(),
+        }
+        dataclasses.replace(result.played, info={**result.played.info, "primed": primed}).write(args.json)
     return 0
 
 
