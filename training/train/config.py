@@ -40,7 +40,8 @@ class TrainConfig:
     ad_episodes: str = "history"
     """AD: where a segment's L episodes come from: 'history' (anywhere in the task's learning
     history, Algorithm 1) or 'prefix' (the first c episodes, c uniform in L .. all, per segment;
-    see training.datasets.sampling.sample_ad_batch)."""
+    see training.datasets.sampling.sample_ad_batch; on Point-Robot it trained worse than 'history',
+    docs/results.md)."""
     n_queries: int = 16
     """DPT: labelled query states per prompt (each attends to the prompt and itself only)."""
     prompt_history: float = 1.0
