@@ -133,9 +133,9 @@ def sample_ad_batch(
     sampled episodes in history order instead (plain AD). ``pool`` says where a row's episodes come
     from: ``"history"``, anywhere in the task's learning history (Algorithm 1); ``"prefix"``, the
     first ``c`` episodes for a cutoff ``c`` drawn uniformly from ``L .. n_episodes`` per row, i.e.
-    what the learner had produced by a random point of its learning. A history that converges early
-    then still yields segments whose best episode improves on poor ones, rather than mostly
-    segments of converged episodes (episode ``i`` of ``n`` is drawn with weight about ``ln(n / i)``).
+    what the learner had produced by a random point of its learning (episode ``i`` of ``n`` is drawn
+    with weight about ``ln(n / i)``). Meant for histories that converge early; on Point-Robot it
+    trained worse than ``"history"`` (docs/results.md), since a prefix's best episode is itself poor.
     """
     if batch_size < 1 or n_trajectories < 1:
         raise ValueError("batch_size and n_trajectories must be >= 1")

@@ -15,8 +15,7 @@ returns after ``best`` but stays flat after ``first`` exploits but does not expl
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             "primed_mean": result.primed_mean,
             "primed_returns": result.primed_returns.tolist(),
         }
-        dataclasses.replace(result.played, info={**result.played.info, "primed": primed}).write(args.json)
+        replace(result.played, info={**result.played.info, "primed": primed}).write(args.json)
     return 0
 
 
