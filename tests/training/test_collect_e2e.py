@@ -170,3 +170,28 @@ def test_sb3_medium_quality_keeps_a_subset_of_snapshots(tmp_path):
     assert entry["kept_snapshots"] == len(kept) >= 1 and 0 in kept
     assert entry["label_snapshot"] in kept.tolist()
     assert ds.tasks[0].labels.shape == ds.tasks[0].actions.shape
+
+
+def test_stochastic_snapshots_sample_their_policy(tmp_path, capsys):
+    out = tmp_path / "stochastic"
+    argv = ["--max-tasks", "1", "--snapshot-actions", "stochastic"]
+    assert _collect(out, "t2mir/PointRobot-v0", *argv) == 0
+    manifest = _manifest(out)
+    assert manifest["budget"] == budget_json(
+        "tiny", get_budget("t2mir/PointRobot-v0", "tiny", snapshot_actions="stochastic")
+    )
+    assert manifest["budget"]["snapshot_actions"] == "stochastic"
+    assert manifest["command"].endswith("--snapshot-actions stochastic")
+    task = load_dataset(out).tasks[0]
+    last = task.snapshot == task.snapshot.max()
+    # the final snapshot labels every state with its mean; its own episode sampled around it
+    assert np.abs(task.labels[last] - task.actions[last]).max() > 1e-3
+    assert np.abs(task.actions).max() <= 0.1 + 1e-6
+    again = tmp_path / "again"
+    assert _collect(again, "t2mir/PointRobot-v0", *argv) == 0
+    np.testing.assert_array_equal(load_dataset(again).tasks[0].actions, task.actions)  # seeded
+
+    assert _collect(tmp_path / "dr", "darkroom", "--snapshot-actions", "stochastic") == 2
+    assert "--snapshot-actions does not apply to DarkRoom" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="snapshot_actions must be one of"):
+        get_budget("t2mir/PointRobot-v0", "tiny", snapshot_actions="noisy")

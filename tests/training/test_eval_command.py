@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from t2mir_model import T2MIRPolicy
 from t2mir_model.cli import main
+from t2mir_model.history import SessionHistory
 from training.envs import ENV_IDS, env_info, task_split
 from training.evaluation import evaluate
 
@@ -33,6 +35,71 @@ def test_default_episodes_follow_the_checkpoints_env(tmp_path, capsys):
     assert summary["best_mean"] == max(summary["episode_means"])
     assert out.with_suffix(".csv").exists() and out.with_suffix(".png").exists()
     assert "30 episodes" in capsys.readouterr().out
+
+
+def test_the_summary_carries_the_splits_scale(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(POINT_ROBOT),
+        "--episodes",
+        "2",
+        "--split-seed",
+        "1",
+        "--tasks",
+        "train",
+    ]
+    assert main([*argv, "--json", str(out), "--no-progress"]) == 0
+    summary = json.loads(out.read_text())
+    refs = summary["reference"]
+    assert summary["split_seed"] == 1 and len(summary["tasks"]) == env_info("t2mir/PointRobot-v0").n_train
+    assert refs["stay"] < refs["oracle"]
+    span = refs["oracle"] - refs["stay"]
+    assert summary["normalised"]["best"] == pytest.approx((summary["best_mean"] - refs["stay"]) / span)
+    assert summary["normalised"]["last"] == pytest.approx((summary["last_mean"] - refs["stay"]) / span)
+    assert "normalised best" in capsys.readouterr().out
+
+
+def test_action_noise_is_seeded_recorded_and_stays_in_the_box():
+    policy = T2MIRPolicy.from_pretrained(POINT_ROBOT)
+    tasks = task_split("t2mir/PointRobot-v0", 0)[1][:3]
+    plain = evaluate(policy, tasks, 2, seed=5)
+    noisy = evaluate(policy, tasks, 2, seed=5, action_noise=0.5)
+    again = evaluate(policy, tasks, 2, seed=5, action_noise=0.5)
+    np.testing.assert_array_equal(noisy.returns, again.returns)
+    assert not np.allclose(noisy.returns, plain.returns)
+    assert noisy.summary()["action_noise"] == 0.5 and "action_noise" not in plain.summary()
+    assert "--action-noise 0.5" in noisy.card_metrics()["command"]
+    assert noisy.card_metrics()["action_noise"] == 0.5
+    histories = [SessionHistory() for _ in tasks]
+    evaluate(policy, tasks, 1, seed=5, action_noise=10.0, histories=histories)
+    for history in histories:
+        played = history.episodes[0].actions.numpy()  # (steps, 2)
+        assert np.abs(played).max() <= 0.1 + 1e-7 and np.isclose(np.abs(played), 0.1).mean() > 0.5
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_bad_action_noise_is_refused(bad):
+    policy = T2MIRPolicy.from_pretrained(POINT_ROBOT)
+    with pytest.raises(ValueError, match="action_noise must be finite"):
+        evaluate(policy, task_split("t2mir/PointRobot-v0", 0)[1], 1, action_noise=bad)
+
+
+def test_action_noise_is_refused_for_discrete_actions(tmp_path, capsys):
+    darkroom = POINT_ROBOT.parent / "darkroom-t2mir-ad"
+    with pytest.raises(ValueError, match="continuous actions"):
+        evaluate(
+            T2MIRPolicy.from_pretrained(darkroom), task_split("t2mir/DarkRoom-v0", 0)[1], 1, action_noise=0.1
+        )
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(darkroom), "--action-noise", "0.1", "--json", str(out)]
+    assert main(argv) == 2
+    assert "--action-noise applies to continuous actions" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--checkpoint", str(POINT_ROBOT), "--action-noise", "-1", "--json", str(out)])
+    assert exc.value.code == 2 and not out.exists()
 
 
 def test_explicit_episodes_override_the_default(tmp_path):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from training.envs import make_env, task_split
-from training.evaluation.reference import _policies, episode_return, reference_returns
+from training.evaluation.reference import (
+    _policies,
+    episode_return,
+    main,
+    normalised_score,
+    reference_returns,
+    reference_scale,
+)
 
 
 @pytest.mark.parametrize("env_id", ["t2mir/DarkRoom-v0", "t2mir/PointRobot-v0"])
@@ -32,3 +39,35 @@ def test_the_darkroom_oracle_reaches_the_best_possible_return(seed):
 def test_unknown_families_are_refused():
     with pytest.raises(ValueError, match="reference policies exist for"):
         reference_returns("t2mir/Reach-v0")
+
+
+def test_normalised_scores_put_stay_at_zero_and_the_oracle_at_one():
+    assert normalised_score(-23.0, stay=-23.0, oracle=-5.0) == 0.0
+    assert normalised_score(-5.0, stay=-23.0, oracle=-5.0) == 1.0
+    assert normalised_score(-14.0, stay=-23.0, oracle=-5.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="must score above standing still"):
+        normalised_score(1.0, stay=2.0, oracle=2.0)
+
+
+def test_the_scale_comes_from_the_split_it_is_asked_for():
+    env_id = "t2mir/PointRobot-v0"
+    held_out = reference_scale(env_id, best=-10.0, last=-12.0, episodes=1)
+    fresh = reference_scale(env_id, best=-10.0, last=-12.0, episodes=1, split="train", split_seed=1)
+    assert held_out["reference"] == reference_returns(env_id, episodes=1)
+    assert fresh["reference"] == reference_returns(env_id, episodes=1, split="train", split_seed=1)
+    assert fresh["reference"]["stay"] != held_out["reference"]["stay"]
+    refs = held_out["reference"]
+    assert held_out["normalised"]["best"] == normalised_score(-10.0, refs["stay"], refs["oracle"])
+    assert held_out["normalised"]["last"] < held_out["normalised"]["best"]
+
+
+def test_families_without_references_get_no_scale():
+    assert reference_scale("t2mir/Reach-v0", best=1.0, last=1.0) is None
+
+
+def test_the_cli_reads_the_split_seed(capsys):
+    main(["--env", "t2mir/PointRobot-v0", "--episodes", "1", "--split-seed", "1"])
+    out = capsys.readouterr().out
+    assert "split 1" in out
+    stay = reference_returns("t2mir/PointRobot-v0", episodes=1, split_seed=1)["stay"]
+    assert f"{stay:8.2f}" in out

@@ -38,7 +38,14 @@ def test_checkpoint_reproduces_its_card(checkpoint):
     metrics = card["metrics"]
     assert "training" in card and card["training"]["command"].startswith("t2mir train")
     tasks = task_split(policy.config.env_id, 0)[1]
-    result = evaluate(policy, tasks, EPISODES, seed=metrics["seed"], sample=metrics["sample"])
+    result = evaluate(
+        policy,
+        tasks,
+        EPISODES,
+        seed=metrics["seed"],
+        sample=metrics["sample"],
+        action_noise=metrics.get("action_noise", 0.0),
+    )
     expected = np.array(metrics["episode_means"][:EPISODES])
     spread = max(metrics["episode_means"]) - min(metrics["episode_means"])
     np.testing.assert_allclose(result.episode_means, expected, atol=TOLERANCE * spread + 1e-6, rtol=0)

@@ -27,6 +27,8 @@ FAMILIES: dict[str, str] = {
     "t2mir/Push-v0": "push",
 }
 BUDGET_NAMES: tuple[str, ...] = ("paper", "reduced", "tiny")
+SNAPSHOT_ACTIONS: tuple[str, ...] = ("deterministic", "stochastic")
+"""How a SAC / PPO snapshot acts in its history episodes: its policy's mean, or samples from it."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,10 @@ class SACBudget:
     train_freq: int = 1
     gradient_steps: int = 1
     episodes_per_snapshot: int = 1
-    """Episodes each snapshot rolls out (deterministic actions) into the learning history."""
+    """Episodes each snapshot rolls out into the learning history."""
+    snapshot_actions: str = "deterministic"
+    """``deterministic``: the snapshot's tanh mean; ``stochastic``: actions sampled from the
+    snapshot's Gaussian, the exploration the learner itself would do (one of ``SNAPSHOT_ACTIONS``)."""
     max_tasks: int | None = None
     algorithm: str = "sac"
 
@@ -80,6 +85,8 @@ class PPOBudget:
     n_epochs: int = 10
     gamma: float = 0.99
     episodes_per_snapshot: int = 1
+    snapshot_actions: str = "deterministic"
+    """As in ``SACBudget`` (PPO samples its Gaussian, clipped to the action box)."""
     max_tasks: int | None = None
     algorithm: str = "ppo"
 
@@ -163,6 +170,10 @@ def get_budget(env_id: str, name: str, **overrides: Any) -> Budget:
         raise ValueError(f"unknown budget {name!r} for {family}; choose one of {BUDGET_NAMES}")
     budget = _BUDGETS[family][name]
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("snapshot_actions", SNAPSHOT_ACTIONS[0]) not in SNAPSHOT_ACTIONS:
+        raise ValueError(
+            f"snapshot_actions must be one of {SNAPSHOT_ACTIONS}, got {changes['snapshot_actions']!r}"
+        )
     return replace(budget, **changes) if changes else budget
 
 

@@ -15,7 +15,7 @@ import argparse
 import shlex
 import sys
 
-from training.collect.budgets import BUDGET_NAMES, FAMILIES
+from training.collect.budgets import BUDGET_NAMES, FAMILIES, SNAPSHOT_ACTIONS
 from training.collect.quality import QUALITIES
 from training.collect.runner import TASK_SELECTIONS, CollectConfig, collect
 from training.datasets.format import DatasetError
@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="episodes each SAC/PPO snapshot rolls out (default 1)",
     )
+    parser.add_argument(
+        "--snapshot-actions",
+        choices=list(SNAPSHOT_ACTIONS),
+        default=None,
+        help="SAC/PPO snapshots act with their mean (deterministic, the default) or sample their policy",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -66,6 +72,8 @@ def _command_line(args: argparse.Namespace) -> str:
         parts += ["--max-tasks", str(args.max_tasks)]
     if args.episodes_per_snapshot is not None:
         parts += ["--episodes-per-snapshot", str(args.episodes_per_snapshot)]
+    if args.snapshot_actions is not None:
+        parts += ["--snapshot-actions", args.snapshot_actions]
     return shlex.join(parts)
 
 
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
         max_tasks=args.max_tasks,
         episodes_per_snapshot=args.episodes_per_snapshot,
+        snapshot_actions=args.snapshot_actions,
         progress=not args.no_progress,
         command=_command_line(args),
     )

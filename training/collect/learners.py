@@ -2,8 +2,9 @@
 
 Training runs in chunks of ``save_freq`` environment steps (SAC) or one rollout of ``n_steps``
 (PPO, i.e. one update per chunk). After every chunk the current policy is a snapshot: it rolls out
-``episodes_per_snapshot`` episodes with deterministic actions in a separate evaluation env of the
-same task, and those episodes, in snapshot order, are the task's learning history. Every SAC actor
+``episodes_per_snapshot`` episodes in a separate evaluation env of the same task, with its mean
+action or, with ``snapshot_actions="stochastic"``, actions sampled from its policy, and those
+episodes, in snapshot order, are the task's learning history. DPT labels always use the mean. Every SAC actor
 is kept (a few hundred kB each) until training ends, because the DPT label policy (final / best
 below 80 % / best below 50 %) is only known once the final level is.
 
@@ -102,8 +103,10 @@ def collect_sb3_task(
         "act_dim": info.action_dim,
     }
 
+    deterministic = budget.snapshot_actions == "deterministic"
+
     def act(obs: np.ndarray) -> np.ndarray:
-        return model.predict(obs, deterministic=True)[0]
+        return model.predict(obs, deterministic=deterministic)[0]
 
     actors: list[dict[str, Any]] = []
     chunks: list[dict[str, np.ndarray]] = []

@@ -61,6 +61,8 @@ class CollectConfig:
     max_tasks: int | None = None
     """Only the first N selected tasks (default: the budget's ``max_tasks``, None = all)."""
     episodes_per_snapshot: int | None = None
+    snapshot_actions: str | None = None
+    """``deterministic`` / ``stochastic`` (default: the budget's, deterministic); SAC / PPO only."""
     progress: bool = True
     command: str = ""
 
@@ -231,10 +233,15 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     env_id = env_id_of(cfg.env_id)
     if cfg.tasks not in TASK_SELECTIONS:
         raise ValueError(f"--tasks must be one of {TASK_SELECTIONS}")
-    overrides = {"episodes_per_snapshot": cfg.episodes_per_snapshot}
+    if get_budget(env_id, cfg.budget).algorithm == "noise":
+        if cfg.episodes_per_snapshot is not None:
+            raise ValueError(
+                "--episodes-per-snapshot does not apply to DarkRoom (one episode per noise level)"
+            )
+        if cfg.snapshot_actions is not None:
+            raise ValueError("--snapshot-actions does not apply to DarkRoom (its histories are noise levels)")
+    overrides = {"episodes_per_snapshot": cfg.episodes_per_snapshot, "snapshot_actions": cfg.snapshot_actions}
     budget = get_budget(env_id, cfg.budget, **overrides)
-    if cfg.episodes_per_snapshot is not None and budget.algorithm == "noise":
-        raise ValueError("--episodes-per-snapshot does not apply to DarkRoom (one episode per noise level)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     identity = {

@@ -1,8 +1,14 @@
-"""``t2mir eval --checkpoint DIR [--episodes N] [--tasks test] [--seed S] [--json PATH]``."""
+"""``t2mir eval --checkpoint DIR [--episodes N] [--tasks test] [--split-seed S] [--seed S] [--json PATH]``.
+
+On DarkRoom and Point-Robot the summary also holds the split's reference returns (stay, random,
+oracle) and the best / last episode means normalised on them (stay 0, oracle 1).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 import torch
@@ -10,6 +16,7 @@ import torch
 from t2mir_model import T2MIRPolicy, read_card, update_card, variant_name
 from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
+from training.evaluation.reference import reference_scale
 from training.evaluation.runner import evaluate
 
 
@@ -17,6 +24,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -39,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--greedy", action="store_true", help="argmax discrete actions instead of seeded sampling"
     )
+    parser.add_argument(
+        "--action-noise",
+        type=_non_negative_float,
+        default=0.0,
+        help="continuous actions: seeded Gaussian exploration noise, in half-ranges of the action box"
+        " (default 0: the policy's tanh mean)",
+    )
     parser.add_argument("--json", help="summary JSON path (default: <checkpoint>/eval-<tasks>.json)")
     parser.add_argument("--csv", help="per-task per-episode CSV path (default: next to the JSON)")
     parser.add_argument("--png", help="return-against-episode plot (default: next to the JSON)")
@@ -60,14 +81,34 @@ def run(args: argparse.Namespace) -> int:
     train_tasks, test_tasks = task_split(env_id, args.split_seed)
     tasks = test_tasks if args.tasks == "test" else train_tasks
     episodes = env_info(env_id).eval_episodes if args.episodes is None else args.episodes
+    if args.action_noise > 0 and policy.config.action.is_discrete:
+        print("t2mir eval: error: --action-noise applies to continuous actions", file=sys.stderr)
+        return 2
     result = evaluate(
-        policy, tasks, episodes, seed=args.seed, sample=not args.greedy, progress=not args.no_progress
+        policy,
+        tasks,
+        episodes,
+        seed=args.seed,
+        sample=not args.greedy,
+        progress=not args.no_progress,
+        action_noise=args.action_noise,
     )
     json_path = Path(args.json) if args.json else Path(args.checkpoint) / f"eval-{args.tasks}.json"
     csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
     png_path = Path(args.png) if args.png else json_path.with_suffix(".png")
     result.info["checkpoint"] = str(args.checkpoint)
     result.info["variant"] = variant_name(policy.config)
+    result.info["split_seed"] = args.split_seed
+    scale = reference_scale(
+        env_id,
+        result.best_mean,
+        result.last_mean,
+        seed=args.seed,
+        split=args.tasks,
+        split_seed=args.split_seed,
+    )
+    if scale is not None:
+        result.info.update(scale)
     result.write(json_path, csv_path)
     plot_returns({variant_name(policy.config): result}, png_path)
     summary = result.summary()
@@ -80,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"last episode: {result.last_mean:.2f} (95% CI {low:.2f} .. {high:.2f}); best episode mean {result.best_mean:.2f}"
     )
+    if scale is not None:
+        refs, norm = scale["reference"], scale["normalised"]
+        print(
+            f"on this split standing still scores {refs['stay']:.2f} and the oracle {refs['oracle']:.2f}:"
+            f" normalised best {norm['best']:.3f}, last {norm['last']:.3f} (stay 0, oracle 1)"
+        )
     print(f"wrote {json_path}, {csv_path}, {png_path}")
     if args.update_card:
         update_card(args.checkpoint, {"metrics": result.card_metrics(args.tasks)})

@@ -73,6 +73,40 @@ def reference_returns(
     }
 
 
+def normalised_score(value: float, stay: float, oracle: float) -> float:
+    """``value`` on the scale where standing still is 0 and the oracle is 1."""
+    if not oracle > stay:
+        raise ValueError(f"the oracle ({oracle}) must score above standing still ({stay})")
+    return (value - stay) / (oracle - stay)
+
+
+def reference_scale(
+    env_id: str,
+    best: float,
+    last: float,
+    *,
+    episodes: int = 20,
+    seed: int = 0,
+    split: str = "test",
+    split_seed: int = 0,
+) -> dict[str, dict[str, float]] | None:
+    """The split's reference returns and ``best`` / ``last`` normalised on them (None: no references).
+
+    Returns ``{"reference": {"stay", "random", "oracle"}, "normalised": {"best", "last"}}`` for the
+    families in ``FAMILIES``; None for the others, whose evaluations carry returns only.
+    """
+    if env_id not in FAMILIES:
+        return None
+    refs = reference_returns(env_id, episodes, seed, split, split_seed)
+    return {
+        "reference": refs,
+        "normalised": {
+            "best": normalised_score(best, refs["stay"], refs["oracle"]),
+            "last": normalised_score(last, refs["stay"], refs["oracle"]),
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the reference returns of one env family."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -80,9 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=20, help="seeded episodes per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", choices=("test", "train"), default="test")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the task split")
     args = parser.parse_args(argv)
-    result = reference_returns(args.env, args.episodes, args.seed, args.tasks)
-    print(f"{args.env}, {args.tasks} tasks, {args.episodes} episodes each (mean return per episode):")
+    result = reference_returns(args.env, args.episodes, args.seed, args.tasks, args.split_seed)
+    print(
+        f"{args.env}, {args.tasks} tasks of split {args.split_seed}, {args.episodes} episodes each"
+        " (mean return per episode):"
+    )
     for name, value in result.items():
         print(f"  {name:>7}: {value:8.2f}")
 

@@ -8,6 +8,7 @@ engine is the one the server uses, so what is measured here is what is deployed.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from t2mir_model import T2MIRPolicy
+from t2mir_model import T2MIRConfig, T2MIRPolicy
 from t2mir_model.engine import ActRequest, DecodeEngine
 from t2mir_model.history import SessionHistory
 from training.envs import TaskSpec, make_batch_env
@@ -91,6 +92,8 @@ class EvalResult:
         """The ``metrics`` block of a model card (what the shipped-checkpoint test re-checks)."""
         low, high = bootstrap_ci(self.returns[:, -1], self.seed)
         flags = "" if self.sample else " --greedy"
+        if self.info.get("action_noise"):
+            flags += f" --action-noise {self.info['action_noise']}"
         return {
             "eval_tasks": split,
             "episodes": int(self.returns.shape[1]),
@@ -101,6 +104,7 @@ class EvalResult:
             "best_episode_mean_return": round(self.best_mean, 4),
             "episode_means": [round(v, 4) for v in self.episode_means.tolist()],
             "command": f"t2mir eval --checkpoint DIR --episodes {self.returns.shape[1]} --seed {self.seed}{flags} --update-card",
+            **({"action_noise": self.info["action_noise"]} if self.info.get("action_noise") else {}),
         }
 
     def write(self, json_path: str | Path | None = None, csv_path: str | Path | None = None) -> None:
@@ -118,6 +122,26 @@ class EvalResult:
             Path(csv_path).write_text("\n".join(lines) + "\n")
 
 
+class _ActionNoise:
+    """Seeded Gaussian noise on continuous actions, ``scale`` half-ranges of the box, clipped to it."""
+
+    def __init__(self, config: T2MIRConfig, scale: float, seed: int) -> None:
+        low = np.asarray(config.action.low, np.float32)  # (act_dim,)
+        high = np.asarray(config.action.high, np.float32)  # (act_dim,)
+        self.low, self.high = low, high
+        self.std = scale * (high - low) / 2  # (act_dim,)
+        self.rng = np.random.default_rng([seed, 0xAC7])
+
+    def perturb(self, actions: list[torch.Tensor], n_tasks: int, live: np.ndarray) -> list[torch.Tensor]:
+        """Noisy copies of the actions of the ``live`` tasks; one draw for all ``n_tasks`` per step, so
+        a task's noise does not depend on which other tasks are still playing."""
+        draws = self.rng.standard_normal((n_tasks, len(self.std))).astype(np.float32)  # (n_tasks, act_dim)
+        return [
+            torch.from_numpy(np.clip(a.numpy() + draws[i] * self.std, self.low, self.high))
+            for a, i in zip(actions, live, strict=True)
+        ]
+
+
 def _sample_seed(seed: int, task: int, episode: int, t: int) -> int:
     return ((seed * 1_000_003 + task) * 10_007 + episode) * 100_003 + t
 
@@ -131,14 +155,23 @@ def evaluate(
     sample: bool = True,
     progress: bool = False,
     histories: list[SessionHistory] | None = None,
+    action_noise: float = 0.0,
 ) -> EvalResult:
     """Run ``episodes`` in-context episodes on every task; deterministic for a seed.
 
     ``histories`` (one per task) start the tasks from earlier episodes instead of an empty context
-    (see :mod:`training.evaluation.primed`); they are extended in place.
+    (see :mod:`training.evaluation.primed`); they are extended in place. ``action_noise`` (continuous
+    actions only) adds seeded Gaussian noise of that many half-ranges of the action box to every
+    action before it is played and recorded, clipped to the box: the continuous counterpart of
+    sampling discrete actions, for policies trained on histories that explore by sampling
+    (``t2mir collect --snapshot-actions stochastic``).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not (math.isfinite(action_noise) and action_noise >= 0):
+        raise ValueError(f"action_noise must be finite and >= 0, got {action_noise}")
+    if action_noise > 0 and policy.config.action.is_discrete:
+        raise ValueError("action_noise applies to continuous actions; discrete actions are sampled")
     if histories is not None and len(histories) != len(tasks):
         raise ValueError(f"{len(histories)} histories for {len(tasks)} tasks")
     config = policy.config
@@ -148,6 +181,7 @@ def evaluate(
         histories = [SessionHistory() for _ in tasks]
     returns = np.zeros((len(tasks), episodes))
     discrete = config.action.is_discrete
+    noise = _ActionNoise(config, action_noise, seed) if action_noise > 0 else None
     bar = tqdm(total=episodes, desc=f"eval {tasks[0].env_id}", disable=not progress, leave=False)
     for n in range(episodes):
         obs = env.reset(seed=seed + 7919 * n)
@@ -172,9 +206,12 @@ def evaluate(
                 if discrete
                 else np.zeros((len(tasks), config.action.width), np.float32)
             )
-            for i, res in zip(live, results, strict=True):
-                last_action[i] = res.action
-                actions[i] = res.action.numpy()
+            played = [res.action for res in results]
+            if noise is not None:
+                played = noise.perturb(played, len(tasks), live)
+            for i, action in zip(live, played, strict=True):
+                last_action[i] = action
+                actions[i] = action.numpy()
             obs, rewards, terminated, truncated = env.step(actions)
             for i in live:
                 returns[i, n] += rewards[i]
@@ -188,4 +225,5 @@ def evaluate(
         bar.set_postfix(mean_return=f"{returns[:, n].mean():.2f}")
     bar.close()
     env.close()
-    return EvalResult(tasks[0].env_id, [t.name for t in tasks], returns, seed, sample)
+    info = {"action_noise": action_noise} if action_noise > 0 else {}
+    return EvalResult(tasks[0].env_id, [t.name for t in tasks], returns, seed, sample, info)
