@@ -64,11 +64,14 @@ def reference_returns(
 ) -> dict[str, float]:
     """Mean return over the split's tasks and ``episodes`` seeded starts per task, for each policy."""
     train, test = task_split(env_id, split_seed)
-    tasks = test if split == "test" else train
+    per_task = [task_references(env_id, t, episodes, seed) for t in (test if split == "test" else train)]
+    return {name: float(np.mean([refs[name] for refs in per_task])) for name in per_task[0]}
+
+
+def task_references(env_id: str, task: TaskSpec, episodes: int = 20, seed: int = 0) -> dict[str, float]:
+    """Mean return of each reference policy on one task over ``episodes`` seeded starts."""
     return {
-        name: float(
-            np.mean([episode_return(env_id, t, policy, seed + i) for t in tasks for i in range(episodes)])
-        )
+        name: float(np.mean([episode_return(env_id, task, policy, seed + i) for i in range(episodes)]))
         for name, policy in _policies(env_id).items()
     }
 
