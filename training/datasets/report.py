@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from training.figures import save_figure
+
 
 def history_matrix(manifest: dict[str, Any]) -> np.ndarray:
     """(n_tasks, max_episodes) returns in history order, NaN-padded where a task has fewer episodes."""
@@ -70,12 +72,7 @@ def plot_learning_histories(manifest: dict[str, Any], png: str | Path, title: st
     ax.set_title(title or f"{manifest['env_id']} {manifest['quality']} ({budget['name']} budget)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from t2mir_model.history import SessionHistory
 from training.envs import task_split
 from training.evaluation.reference import normalised_score, task_references
 from training.evaluation.runner import evaluate
+from training.figures import save_figure
 
 ENV_ID = "t2mir/PointRobot-v0"
 
@@ -101,12 +102,7 @@ def plot_drift(rows: list[DriftRow], png: str | Path, title: str) -> Path:
     ax.set_title(f"{title} (r = {correlation(rows):.2f})")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    out = Path(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, png)
 
 
 def main(argv: list[str] | None = None) -> int:

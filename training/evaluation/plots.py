@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from training.evaluation.runner import EvalResult, bootstrap_ci
+from training.figures import save_figure
 
 
 def _task_noun(results: dict[str, EvalResult]) -> str:
@@ -45,9 +46,4 @@ def plot_returns(
     ax.set_title(title or first.env_id)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out = Path(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, png)

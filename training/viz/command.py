@@ -22,6 +22,7 @@ import torch
 
 from t2mir_model import MODALITIES, T2MIRPolicy, variant_name
 from training.datasets import load_dataset
+from training.figures import save_figure
 from training.viz.insights import RoutingInsights, collect_routing, task_gradient_similarity
 
 
@@ -34,12 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=12, help="tasks to analyse")
     parser.add_argument("--rows", type=int, default=8, help="contexts per task")
     parser.add_argument("--seed", type=int, default=0)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_token_modality(info: RoutingInsights, path: Path) -> None:
@@ -58,7 +53,7 @@ def plot_token_modality(info: RoutingInsights, path: Path) -> None:
     ax.set_ylabel("share of the modality's tokens")
     ax.set_title(f"token router, layer {info.layer}: expert use by modality")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_task_weights(info: RoutingInsights, path: Path) -> None:
@@ -69,7 +64,7 @@ def plot_task_weights(info: RoutingInsights, path: Path) -> None:
     ax.set_xticks(range(info.task_weights.shape[1]), [f"E{e}" for e in range(info.task_weights.shape[1])])
     ax.set_title(f"task router, layer {info.layer}: expert weights per task")
     fig.colorbar(image, ax=ax)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_task_tsne(info: RoutingInsights, path: Path, seed: int) -> None:
@@ -86,7 +81,7 @@ def plot_task_tsne(info: RoutingInsights, path: Path, seed: int) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(scatter, ax=ax, label="task")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_gradient_similarity(matrices: dict[str, np.ndarray], path: Path) -> None:
@@ -97,7 +92,7 @@ def plot_gradient_similarity(matrices: dict[str, np.ndarray], path: Path) -> Non
         image = ax.imshow(matrix, cmap="RdBu", vmin=-1, vmax=1)
         ax.set_title(f"{label}\nmean off-diagonal {off.mean():.3f}, conflicts {np.mean(off < 0):.0%}")
         fig.colorbar(image, ax=ax)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
