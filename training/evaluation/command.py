@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from t2mir_model import T2MIRPolicy, read_card, update_card, variant_name
+from t2mir_model.exploration import MAX_ACTION_NOISE, check_action_noise
 from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
 from training.evaluation.reference import reference_scale
@@ -27,10 +28,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _noise_scale(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_ACTION_NOISE):
+        raise argparse.ArgumentTypeError(f"must be a finite number in [0, {MAX_ACTION_NOISE}], got {text}")
     return value
 
 
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--action-noise",
-        type=_non_negative_float,
+        type=_noise_scale,
         default=0.0,
         help="continuous actions: seeded Gaussian exploration noise, in half-ranges of the action box"
         " (default 0: the policy's tanh mean)",
@@ -81,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
     train_tasks, test_tasks = task_split(env_id, args.split_seed)
     tasks = test_tasks if args.tasks == "test" else train_tasks
     episodes = env_info(env_id).eval_episodes if args.episodes is None else args.episodes
-    if args.action_noise > 0 and policy.config.action.is_discrete:
-        print("t2mir eval: error: --action-noise applies to continuous actions", file=sys.stderr)
+    try:
+        check_action_noise(args.action_noise, policy.config.action)
+    except ValueError as exc:
+        print(f"t2mir eval: error: --action-noise: {exc}", file=sys.stderr)
         return 2
     result = evaluate(
         policy,

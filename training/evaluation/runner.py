@@ -8,7 +8,6 @@ engine is the one the server uses, so what is measured here is what is deployed.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from t2mir_model import T2MIRConfig, T2MIRPolicy
+from t2mir_model import T2MIRPolicy
 from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.exploration import check_action_noise, explore
 from t2mir_model.history import SessionHistory
 from training.envs import TaskSpec, make_batch_env
 
@@ -122,26 +122,6 @@ class EvalResult:
             Path(csv_path).write_text("\n".join(lines) + "\n")
 
 
-class _ActionNoise:
-    """Seeded Gaussian noise on continuous actions, ``scale`` half-ranges of the box, clipped to it."""
-
-    def __init__(self, config: T2MIRConfig, scale: float, seed: int) -> None:
-        low = np.asarray(config.action.low, np.float32)  # (act_dim,)
-        high = np.asarray(config.action.high, np.float32)  # (act_dim,)
-        self.low, self.high = low, high
-        self.std = scale * (high - low) / 2  # (act_dim,)
-        self.rng = np.random.default_rng([seed, 0xAC7])
-
-    def perturb(self, actions: list[torch.Tensor], n_tasks: int, live: np.ndarray) -> list[torch.Tensor]:
-        """Noisy copies of the actions of the ``live`` tasks; one draw for all ``n_tasks`` per step, so
-        a task's noise does not depend on which other tasks are still playing."""
-        draws = self.rng.standard_normal((n_tasks, len(self.std))).astype(np.float32)  # (n_tasks, act_dim)
-        return [
-            torch.from_numpy(np.clip(a.numpy() + draws[i] * self.std, self.low, self.high))
-            for a, i in zip(actions, live, strict=True)
-        ]
-
-
 def _sample_seed(seed: int, task: int, episode: int, t: int) -> int:
     return ((seed * 1_000_003 + task) * 10_007 + episode) * 100_003 + t
 
@@ -168,10 +148,7 @@ def evaluate(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if not (math.isfinite(action_noise) and action_noise >= 0):
-        raise ValueError(f"action_noise must be finite and >= 0, got {action_noise}")
-    if action_noise > 0 and policy.config.action.is_discrete:
-        raise ValueError("action_noise applies to continuous actions; discrete actions are sampled")
+    action_noise = check_action_noise(action_noise, policy.config.action)
     if histories is not None and len(histories) != len(tasks):
         raise ValueError(f"{len(histories)} histories for {len(tasks)} tasks")
     config = policy.config
@@ -181,7 +158,6 @@ def evaluate(
         histories = [SessionHistory() for _ in tasks]
     returns = np.zeros((len(tasks), episodes))
     discrete = config.action.is_discrete
-    noise = _ActionNoise(config, action_noise, seed) if action_noise > 0 else None
     bar = tqdm(total=episodes, desc=f"eval {tasks[0].env_id}", disable=not progress, leave=False)
     for n in range(episodes):
         obs = env.reset(seed=seed + 7919 * n)
@@ -207,8 +183,11 @@ def evaluate(
                 else np.zeros((len(tasks), config.action.width), np.float32)
             )
             played = [res.action for res in results]
-            if noise is not None:
-                played = noise.perturb(played, len(tasks), live)
+            if action_noise > 0:
+                played = [
+                    explore(a, config.action, action_noise, _sample_seed(seed, int(i), n, t))
+                    for a, i in zip(played, live, strict=True)
+                ]
             for i, action in zip(live, played, strict=True):
                 last_action[i] = action
                 actions[i] = action.numpy()
