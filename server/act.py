@@ -39,9 +39,10 @@ from server.errors import ApiError, from_pydantic
 from server.mirror import MirrorEntry, action_value, advance, close, entry_from_state, obs_tensor, observed
 from server.registry import LoadedModel
 from server.schemas import ActBody
-from server.sessions import SessionService, derive_seed, not_found, sampling_of
+from server.sessions import SessionService, action_noise_of, derive_seed, not_found, sampling_of
 from server.store import InvalidRecord, SessionMeta, SessionState, StepRecord, meta_after_append
 from t2mir_model.engine import ActRequest
+from t2mir_model.exploration import explore
 
 log = logging.getLogger("t2mir.server")
 
@@ -260,6 +261,9 @@ class ActService:
             waited = time.perf_counter() - t_submit - served.queue_wait - served.forward
             timings["handoff"] = max(waited, 0.0) * 1000.0
             action = served.result.action
+            noise = action_noise_of(meta)
+            if noise > 0:
+                action = explore(action, model.config.action, noise, derive_seed(session_id, body.step))
             value = action_value(action)
             response["action"] = value
             record = StepRecord(body.step, body.observation, body.reward, value, False)

@@ -72,6 +72,13 @@ class LoadedModel:
         """True for a discrete action space."""
         return self.config.action.is_discrete
 
+    @property
+    def default_action_noise(self) -> float:
+        """Exploration noise of new continuous sessions: what the card's metrics were measured with."""
+        if self.discrete:
+            return 0.0
+        return float(self.card.get("metrics", {}).get("action_noise", 0.0))
+
     def describe(self) -> dict[str, Any]:
         """JSON description for ``GET /models``."""
         c = self.config

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, S
 from pydantic_core import PydanticCustomError
 
 from server.store.models import MAX_STEP, SESSION_ID_PATTERN
+from t2mir_model.exploration import MAX_ACTION_NOISE
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -78,6 +79,9 @@ class CreateSessionBody(BaseModel):
     """Free JSON object stored with the session."""
     sampling: Literal["sample", "greedy"] | None = None
     """Discrete actions: 'sample' (default; seeded by session id and step) or 'greedy' (argmax)."""
+    action_noise: Annotated[float, Field(ge=0.0, le=MAX_ACTION_NOISE, allow_inf_nan=False)] | None = None
+    """Continuous actions: Gaussian exploration noise in half-ranges of the action box, seeded by
+    session id and step (default: the noise the model's card was measured with, else 0)."""
 
 
 class ModelRef(BaseModel):
@@ -130,6 +134,8 @@ class SessionInfo(BaseModel):
     max_episode_steps: int | None
     """The five fields above are None when the session's model version is not loaded here."""
     sampling: str
+    action_noise: float
+    """Exploration noise on continuous actions (0 for discrete models and deterministic sessions)."""
     step: int
     episode: int
     episode_steps: int

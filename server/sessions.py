@@ -1,8 +1,8 @@
 """Session lifecycle: create, describe, delete; helpers shared with the act flow.
 
-A session's store metadata holds ``{"sampling": ..., "client": <the client's metadata>}``; the
-owner field holds the hash of the API key that created it (see `server.auth`). A session of
-another owner is reported exactly like an unknown one (404).
+A session's store metadata holds ``{"sampling": ..., "action_noise": ..., "client": <the client's
+metadata>}``; the owner field holds the hash of the API key that created it (see `server.auth`).
+A session of another owner is reported exactly like an unknown one (404).
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def not_found(session_id: str) -> ApiError:
 def sampling_of(meta: SessionMeta) -> str:
     """'sample' or 'greedy' as stored at creation."""
     return str(meta.metadata.get("sampling", "sample"))
+
+
+def action_noise_of(meta: SessionMeta) -> float:
+    """Exploration noise on continuous actions as stored at creation (0: the tanh mean)."""
+    return float(meta.metadata.get("action_noise", 0.0))
 
 
 class KeyedLocks:
@@ -124,6 +129,7 @@ class SessionBase:
             "action": action_spec(config) if config else None,
             "max_episode_steps": config.max_episode_steps if config else None,
             "sampling": sampling_of(meta),
+            "action_noise": action_noise_of(meta),
             "step": meta.next_step,
             "episode": meta.episode,
             "episode_steps": meta.episode_steps,
@@ -150,7 +156,15 @@ class SessionService(SessionBase):
         session_id = body.session_id or uuid.uuid4().hex
         sampling = body.sampling or "sample"
         if not model.discrete:
-            sampling = "greedy"  # continuous heads are deterministic (tanh mean)
+            sampling = "greedy"  # continuous heads are deterministic (tanh mean) plus action_noise
+        if body.action_noise is not None and model.discrete and body.action_noise > 0:
+            raise ApiError(
+                422,
+                "invalid_field",
+                "action_noise applies to continuous actions; discrete actions are sampled",
+                field="action_noise",
+            )
+        action_noise = model.default_action_noise if body.action_noise is None else body.action_noise
         meta = SessionMeta(
             session_id=session_id,
             owner=owner,
@@ -158,7 +172,7 @@ class SessionService(SessionBase):
             model_version=model.version,
             backbone=model.config.backbone,
             retention=model.retention,
-            metadata={"sampling": sampling, "client": body.metadata},
+            metadata={"sampling": sampling, "action_noise": action_noise, "client": body.metadata},
         )
         try:
             await self.timed("create", self.store.create(meta))

@@ -263,3 +263,47 @@ def test_dpt_continuous_sessions_match_with_and_without_cache(tmp_path, make_che
     assert all(len(a) == 2 and all(-2.0 <= x <= 2.0 for x in a) for a in cached)
     for a, b in zip(cached, uncached, strict=True):
         assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_continuous_sessions_explore_with_seeded_noise(tmp_path, make_checkpoint, tiny_checkpoint):
+    from t2mir_model import ActionSpec, update_card
+
+    directory = make_checkpoint(
+        tmp_path / "ad",
+        "ad-continuous",
+        "1",
+        action=ActionSpec("continuous", dim=2, low=(-0.1, -0.1), high=(0.1, 0.1)),
+        max_episode_steps=5,
+    )
+    update_card(directory, {"metrics": {"action_noise": 0.3}})
+
+    def play(no_cache: bool, body: dict[str, Any]) -> tuple[dict[str, Any], list[list[float]]]:
+        settings = ServerSettings(checkpoints=[str(directory)], cache_slots=2, no_cache=no_cache)
+        with TestClient(create_app(settings)) as client:
+            created = client.post("/sessions", json=body)
+            assert created.status_code == 201, created.text
+            sid = created.json()["session_id"]
+            out = [act(client, sid, step).json()["action"] for step in range(4)]
+            retried = act(client, sid, 3).json()["action"]
+            assert retried == out[-1]  # a retried step gets the stored (noisy) answer
+            assert client.get(f"/sessions/{sid}").json()["action_noise"] == created.json()["action_noise"]
+            return created.json(), out
+
+    default, _ = play(False, {"session_id": "d1"})
+    assert default["action_noise"] == 0.3  # the noise the card's numbers were measured with
+    plain_info, plain = play(False, {"session_id": "n1", "action_noise": 0.0})
+    noisy_info, noisy = play(False, {"session_id": "n1", "action_noise": 10.0})
+    _, noisy_uncached = play(True, {"session_id": "n1", "action_noise": 10.0})
+    assert plain_info["action_noise"] == 0.0 and noisy_info["action_noise"] == 10.0
+    assert noisy != plain
+    assert all(abs(x) <= 0.1 + 1e-6 for a in noisy for x in a)
+    assert sum(abs(x) >= 0.1 - 1e-6 for a in noisy for x in a) >= 6  # 10 half-ranges: mostly clipped
+    for a, b in zip(noisy, noisy_uncached, strict=True):  # seeded by (session, step): replicas agree
+        assert a == pytest.approx(b, abs=1e-5)
+
+    with TestClient(create_app(ServerSettings(checkpoints=[str(directory), str(tiny_checkpoint)]))) as client:
+        for model, noise in (("darkroom-test", 0.2), ("ad-continuous", -0.1), ("ad-continuous", 10.5)):
+            refused = client.post("/sessions", json={"model": model, "action_noise": noise})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["field"] == "action_noise"
+        assert client.post("/sessions", json={"model": "darkroom-test"}).json()["action_noise"] == 0.0
