@@ -19,10 +19,10 @@ CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 def test_rows_describe_the_first_episode_and_the_best_one():
     policy = T2MIRPolicy.from_pretrained(CHECKPOINTS / "pointrobot-t2mir-ad")
-    rows = drift_rows(policy, "train", split_seed=1, n_tasks=3, episodes=2, seed=4)
+    rows = drift_rows(policy, "train", split_seed=1, n_tasks=3, episodes=2, seed=4, action_noise=0.4)
     tasks = task_split("t2mir/PointRobot-v0", 1)[0][:3]
     assert [r.task for r in rows] == [t.name for t in tasks]
-    returns = evaluate(policy, tasks, 2, seed=4).returns  # the probe plays the same protocol
+    returns = evaluate(policy, tasks, 2, seed=4, action_noise=0.4).returns  # the probe plays the protocol
     for row, task, task_returns in zip(rows, tasks, returns, strict=True):
         goal = np.asarray(task.params["goal"])
         assert row.goal_angle == pytest.approx(math.degrees(math.atan2(goal[1], goal[0])))
@@ -45,6 +45,7 @@ def test_correlation_needs_spread():
 def test_cli_prints_the_table_and_draws_the_scatter(tmp_path, capsys):
     png = tmp_path / "drift.png"
     argv = ["--checkpoint", str(CHECKPOINTS / "pointrobot-t2mir-ad"), "--n-tasks", "3", "--episodes", "2"]
+    argv += ["--action-noise", "0.4"]
     assert main([*argv, "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "correlation of alignment and best normalised return" in out and png.stat().st_size > 0

@@ -52,15 +52,23 @@ class DriftRow:
 
 
 def drift_rows(
-    policy: T2MIRPolicy, split: str, split_seed: int, n_tasks: int, episodes: int, seed: int = 0
+    policy: T2MIRPolicy,
+    split: str,
+    split_seed: int,
+    n_tasks: int,
+    episodes: int,
+    seed: int = 0,
+    action_noise: float = 0.0,
 ) -> list[DriftRow]:
-    """Play ``episodes`` in-context episodes on the first ``n_tasks`` tasks of a split; one row each."""
+    """Play ``episodes`` in-context episodes on the first ``n_tasks`` tasks of a split; one row each.
+
+    ``action_noise`` is passed to ``evaluate`` (the exploration a served session would add)."""
     if policy.config.env_id != ENV_ID:
         raise ValueError(f"the drift probe is for {ENV_ID} checkpoints, not {policy.config.env_id!r}")
     train, test = task_split(ENV_ID, split_seed)
     tasks = (test if split == "test" else train)[:n_tasks]
     histories = [SessionHistory() for _ in tasks]
-    result = evaluate(policy, tasks, episodes, seed=seed, histories=histories)
+    result = evaluate(policy, tasks, episodes, seed=seed, histories=histories, action_noise=action_noise)
     rows = []
     for task, history, returns in zip(tasks, histories, result.returns, strict=True):
         first = history.episodes[0]
@@ -99,7 +107,7 @@ def plot_drift(rows: list[DriftRow], png: str | Path, title: str) -> Path:
     ax.axhline(1.0, color="0.7", linestyle="--", linewidth=1, label="oracle")
     ax.set_xlabel("cosine of the first episode's displacement with the goal direction")
     ax.set_ylabel("best episode, normalised return")
-    ax.set_title(f"{title} (r = {correlation(rows):.2f})")
+    ax.set_title(f"{title} (r = {correlation(rows):.2f})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     return save_figure(fig, png)
@@ -114,11 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-tasks", type=int, default=45, help="first N tasks of the split")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--action-noise", type=float, default=0.0, help="exploration noise, as in t2mir eval (default 0)"
+    )
     parser.add_argument("--png", help="scatter plot path")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
-    rows = drift_rows(policy, args.tasks, args.split_seed, args.n_tasks, args.episodes, args.seed)
+    rows = drift_rows(
+        policy, args.tasks, args.split_seed, args.n_tasks, args.episodes, args.seed, args.action_noise
+    )
     print("task      first move (deg, length)  goal (deg)  cos  best normalised")
     for r in sorted(rows, key=lambda r: r.cos):
         print(
@@ -131,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         f"correlation of alignment and best normalised return: {correlation(rows):.2f}"
     )
     if args.png:
-        title = f"{Path(args.checkpoint).name}, {len(rows)} {args.tasks} tasks of split {args.split_seed}"
+        noise = f", action noise {args.action_noise}" if args.action_noise else ""
+        title = (
+            f"{Path(args.checkpoint).name}, {len(rows)} {args.tasks} tasks of split {args.split_seed}{noise}"
+        )
         print(f"wrote {plot_drift(rows, args.png, title)}")
     return 0
 
