@@ -27,6 +27,7 @@ from server.settings import MB, ServerSettings
 from server.store import Retention
 from t2mir_model import KVCache, T2MIRConfig, T2MIRPolicy, read_card, variant_name
 from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.exploration import card_action_noise
 from t2mir_model.history import SessionHistory
 
 log = logging.getLogger("t2mir.server")
@@ -75,9 +76,7 @@ class LoadedModel:
     @property
     def default_action_noise(self) -> float:
         """Exploration noise of new continuous sessions: what the card's metrics were measured with."""
-        if self.discrete:
-            return 0.0
-        return float(self.card.get("metrics", {}).get("action_noise", 0.0))
+        return 0.0 if self.discrete else card_action_noise(self.card)
 
     def describe(self) -> dict[str, Any]:
         """JSON description for ``GET /models``."""

@@ -11,6 +11,7 @@ retried step alike.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,3 +39,8 @@ def explore(action: Tensor, spec: ActionSpec, scale: float, seed: int) -> Tensor
     generator = torch.Generator().manual_seed(int(seed) & (2**63 - 1))
     draw = torch.randn(action.shape, generator=generator, dtype=action.dtype)  # (act_dim,)
     return torch.minimum(torch.maximum(action + draw * scale * (high - low) / 2, low), high)
+
+
+def card_action_noise(card: dict[str, Any]) -> float:
+    """The exploration noise a model card's measured numbers were played with (0 when none)."""
+    return float(card.get("metrics", {}).get("action_noise", 0.0))

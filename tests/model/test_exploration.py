@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t2mir_model import ActionSpec
-from t2mir_model.exploration import MAX_ACTION_NOISE, check_action_noise, explore
+from t2mir_model.exploration import MAX_ACTION_NOISE, card_action_noise, check_action_noise, explore
 
 BOX = ActionSpec("continuous", dim=2, low=(-0.1, -2.0), high=(0.1, 2.0))
 
@@ -41,3 +41,9 @@ def test_discrete_actions_take_no_noise():
     assert check_action_noise(0, discrete) == 0.0
     with pytest.raises(ValueError, match="applies to continuous actions"):
         check_action_noise(0.1, discrete)
+
+
+def test_the_cards_noise_is_what_its_numbers_were_measured_with():
+    assert card_action_noise({"metrics": {"action_noise": 0.4}}) == 0.4
+    assert card_action_noise({"metrics": {"best_episode_mean_return": -8.0}}) == 0.0
+    assert card_action_noise({}) == 0.0

@@ -45,10 +45,10 @@ def test_correlation_needs_spread():
 def test_cli_prints_the_table_and_draws_the_scatter(tmp_path, capsys):
     png = tmp_path / "drift.png"
     argv = ["--checkpoint", str(CHECKPOINTS / "pointrobot-t2mir-ad"), "--n-tasks", "3", "--episodes", "2"]
-    argv += ["--action-noise", "0.4"]
-    assert main([*argv, "--png", str(png)]) == 0
+    assert main([*argv, "--png", str(png)]) == 0  # played with the card's noise, 0.4
     out = capsys.readouterr().out
     assert "correlation of alignment and best normalised return" in out and png.stat().st_size > 0
+    assert "(action noise 0.4)" in out
 
 
 def test_other_environments_are_refused():

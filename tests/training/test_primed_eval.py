@@ -88,3 +88,23 @@ def test_cli_prints_primed_and_played_returns(dataset_dir, capsys, tmp_path):
     assert (saved["primed"]["mode"], saved["primed"]["k"]) == ("first", 2)
     assert np.array(saved["primed"]["primed_returns"]).shape == (2, 2)
     assert EvalResult.from_json(out_json).returns.shape == (2, 2)
+    assert saved["action_noise"] == 0.4  # the shipped Point-Robot card's exploration, by default
+    assert (
+        main(
+            [
+                *argv,
+                "--k",
+                "2",
+                "--tasks",
+                "2",
+                "--episodes",
+                "2",
+                "--action-noise",
+                "0",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
+    assert "action_noise" not in json.loads(out_json.read_text())

@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from t2mir_model import T2MIRPolicy
+from t2mir_model import T2MIRPolicy, read_card
+from t2mir_model.exploration import card_action_noise
 from t2mir_model.history import SessionHistory
 from training.envs import task_split
 from training.evaluation.reference import normalised_score, task_references
@@ -123,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--action-noise", type=float, default=0.0, help="exploration noise, as in t2mir eval (default 0)"
+        "--action-noise",
+        type=float,
+        help="exploration noise, as in t2mir eval (default: the one the checkpoint's card was measured with)",
     )
     parser.add_argument("--png", help="scatter plot path")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
-    rows = drift_rows(
-        policy, args.tasks, args.split_seed, args.n_tasks, args.episodes, args.seed, args.action_noise
-    )
+    noise = card_action_noise(read_card(args.checkpoint)) if args.action_noise is None else args.action_noise
+    rows = drift_rows(policy, args.tasks, args.split_seed, args.n_tasks, args.episodes, args.seed, noise)
     print("task      first move (deg, length)  goal (deg)  cos  best normalised")
     for r in sorted(rows, key=lambda r: r.cos):
         print(
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     angles = np.array([r.drift_angle for r in rows])
     print(
         f"first moves: {angles.mean():.0f} deg on average (spread {angles.std():.0f} deg); "
-        f"correlation of alignment and best normalised return: {correlation(rows):.2f}"
+        f"correlation of alignment and best normalised return: {correlation(rows):.2f} (action noise {noise})"
     )
     if args.png:
         noise = f", action noise {args.action_noise}" if args.action_noise else ""

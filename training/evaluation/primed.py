@@ -21,7 +21,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from t2mir_model import T2MIRPolicy
+from t2mir_model import T2MIRPolicy, read_card
+from t2mir_model.exploration import card_action_noise
 from t2mir_model.history import Episode, SessionHistory
 from training.datasets import load_dataset
 from training.datasets.history import TaskHistory
@@ -83,11 +84,21 @@ def evaluate_primed(
     episodes: int,
     seed: int = 0,
     sample: bool = True,
+    action_noise: float = 0.0,
 ) -> PrimedResult:
-    """Prime every task with ``k`` of its dataset episodes, then play ``episodes`` in context."""
+    """Prime every task with ``k`` of its dataset episodes, then play ``episodes`` in context
+    (``action_noise``: exploration on continuous actions, as in ``evaluate``)."""
     ids = [prime_episode_ids(task, mode, k) for task in tasks]
     histories = [primed_history(task, i) for task, i in zip(tasks, ids, strict=True)]
-    played = evaluate(policy, [task.task for task in tasks], episodes, seed, sample, histories=histories)
+    played = evaluate(
+        policy,
+        [task.task for task in tasks],
+        episodes,
+        seed,
+        sample,
+        histories=histories,
+        action_noise=action_noise,
+    )
     primed = np.stack([task.returns[i] for task, i in zip(tasks, ids, strict=True)])
     return PrimedResult(primed, played)
 
@@ -104,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--greedy", action="store_true")
     parser.add_argument(
+        "--action-noise",
+        type=float,
+        help="exploration noise on continuous actions (default: the one the checkpoint's card was measured with)",
+    )
+    parser.add_argument(
         "--json", help="write the played episodes' summary (as t2mir eval does) plus the primed returns"
     )
     args = parser.parse_args(argv)
@@ -111,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
     dataset = load_dataset(args.dataset, env_id=policy.config.env_id, split="train")
     tasks = list(dataset.tasks[: args.tasks])
-    result = evaluate_primed(policy, tasks, args.mode, args.k, args.episodes, args.seed, not args.greedy)
+    noise = card_action_noise(read_card(args.checkpoint)) if args.action_noise is None else args.action_noise
+    result = evaluate_primed(
+        policy, tasks, args.mode, args.k, args.episodes, args.seed, not args.greedy, noise
+    )
     best = float(np.mean([t.returns.max() for t in tasks]))
     print(f"{len(tasks)} training tasks, primed with the {args.mode} {args.k} episode(s) of each history")
     print(f"primed episodes: mean return {result.primed_mean:.2f} (history best {best:.2f})")
