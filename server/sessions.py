@@ -31,6 +31,7 @@ from server.store import (
     StoreUnavailable,
 )
 from t2mir_model import variant_name
+from t2mir_model.exploration import check_action_noise
 
 T = TypeVar("T")
 log = logging.getLogger("t2mir.server")
@@ -157,14 +158,11 @@ class SessionService(SessionBase):
         sampling = body.sampling or "sample"
         if not model.discrete:
             sampling = "greedy"  # continuous heads are deterministic (tanh mean) plus action_noise
-        if body.action_noise is not None and model.discrete and body.action_noise > 0:
-            raise ApiError(
-                422,
-                "invalid_field",
-                "action_noise applies to continuous actions; discrete actions are sampled",
-                field="action_noise",
-            )
         action_noise = model.default_action_noise if body.action_noise is None else body.action_noise
+        try:
+            check_action_noise(action_noise, model.config.action)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_field", str(exc), field="action_noise") from exc
         meta = SessionMeta(
             session_id=session_id,
             owner=owner,
