@@ -2,14 +2,20 @@
 
     python -m training.evaluation.compare --out docs/results_darkroom.png --title DarkRoom \\
         "T2MIR-AD=runs/darkroom-t2mir-ad-cpu/eval.json" "AD=runs/darkroom-ad-cpu/eval.json"
+
+A label may name several comma-separated files (training seeds of one variant): they are pooled
+into one curve (``training.evaluation.runner.pool_runs``) and the table adds the mean of the
+runs' own best episodes.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from training.evaluation.plots import plot_returns
-from training.evaluation.runner import EvalResult
+from training.evaluation.runner import EvalResult, pool_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LABEL=RETURN",
         help="a dashed reference line, e.g. oracle=-4.63 (python -m training.evaluation.reference)",
     )
-    parser.add_argument("runs", nargs="+", help="LABEL=path/to/eval.json")
+    parser.add_argument(
+        "runs", nargs="+", help="LABEL=path/to/eval.json, or LABEL=a.json,b.json to pool training seeds"
+    )
     args = parser.parse_args(argv)
     references = {}
     for item in args.reference:
@@ -40,14 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, path = item.partition("=")
         if not sep:
             parser.error(f"{item!r} is not LABEL=PATH")
-        results[label] = EvalResult.from_json(path)
+        try:
+            results[label] = pool_runs([EvalResult.from_json(p) for p in path.split(",")])
+        except ValueError as exc:
+            parser.error(f"{label}: {exc}")
     plot_returns(results, args.out, args.title, references)
-    print("| variant | episode 1 | last episode (95% CI) | best episode |")
-    print("|---|---|---|---|")
+    print("| variant | runs | episode 1 | last episode (95% CI) | best episode | mean of the runs' best |")
+    print("|---|---|---|---|---|---|")
     for label, r in results.items():
         low, high = r.summary()["last_ci95"]
+        run_best = float(np.mean(r.info["run_best"]))
         print(
-            f"| {label} | {r.episode_means[0]:.2f} | {r.last_mean:.2f} ({low:.2f} .. {high:.2f}) | {r.best_mean:.2f} |"
+            f"| {label} | {r.info['runs']} | {r.episode_means[0]:.2f} | {r.last_mean:.2f} ({low:.2f} .. {high:.2f})"
+            f" | {r.best_mean:.2f} | {run_best:.2f} |"
         )
     return 0
 

@@ -17,7 +17,7 @@ from training.figures import save_figure
 
 def _task_noun(results: dict[str, EvalResult]) -> str:
     """'20 held-out tasks' when every result is on the same number of held-out tasks, else 'tasks'."""
-    counts = {result.returns.shape[0] for result in results.values()}
+    counts = {len(set(result.tasks)) for result in results.values()}
     held_out = all(task.startswith("test") for result in results.values() for task in result.tasks)
     count = f"{counts.pop()} " if len(counts) == 1 else ""
     return f"{count}{'held-out ' if held_out else ''}tasks"
@@ -37,7 +37,9 @@ def plot_returns(
     for label, result in results.items():
         episodes = np.arange(1, result.returns.shape[1] + 1)
         bands = np.array([bootstrap_ci(result.returns[:, e], result.seed) for e in range(len(episodes))])
-        ax.plot(episodes, result.episode_means, marker="o", markersize=3, label=label)
+        runs = result.info.get("runs", 1)
+        name = f"{label} ({runs} seeds)" if runs > 1 else label
+        ax.plot(episodes, result.episode_means, marker="o", markersize=3, label=name)
         ax.fill_between(episodes, bands[:, 0], bands[:, 1], alpha=0.2)
     first = next(iter(results.values()))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -122,6 +122,30 @@ class EvalResult:
             Path(csv_path).write_text("\n".join(lines) + "\n")
 
 
+def pool_runs(results: list[EvalResult]) -> EvalResult:
+    """Evaluations of several training runs (seeds) of one variant as one result.
+
+    The runs must share environment, tasks, episode count and evaluation seed. Rows of the pooled
+    returns are (run, task) pairs, so its episode means average over runs and tasks and its
+    bootstrap intervals resample pairs; ``info["run_best"]`` keeps each run's best episode mean.
+    """
+    if not results:
+        raise ValueError("nothing to pool")
+    first = results[0]
+    for other in results[1:]:
+        if (other.env_id, other.tasks, other.returns.shape, other.seed, other.sample) != (
+            first.env_id,
+            first.tasks,
+            first.returns.shape,
+            first.seed,
+            first.sample,
+        ):
+            raise ValueError("pooled runs must share env, tasks, episodes, evaluation seed and sampling")
+    returns = np.concatenate([r.returns for r in results])  # (runs * n_tasks, n_episodes)
+    info = {"runs": len(results), "run_best": [r.best_mean for r in results]}
+    return EvalResult(first.env_id, first.tasks * len(results), returns, first.seed, first.sample, info)
+
+
 def _sample_seed(seed: int, task: int, episode: int, t: int) -> int:
     return ((seed * 1_000_003 + task) * 10_007 + episode) * 100_003 + t
 
