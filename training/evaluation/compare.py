@@ -16,6 +16,7 @@ import numpy as np
 
 from training.evaluation.plots import plot_returns
 from training.evaluation.runner import EvalResult, pool_runs
+from training.figures import labelled_group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--reference {item!r} is not LABEL=RETURN")
     results = {}
     for item in args.runs:
-        label, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"{item!r} is not LABEL=PATH")
         try:
-            results[label] = pool_runs([EvalResult.from_json(p) for p in path.split(",")])
+            label, paths = labelled_group(item)
+            results[label] = pool_runs([EvalResult.from_json(p) for p in paths])
         except ValueError as exc:
-            parser.error(f"{label}: {exc}")
+            parser.error(str(exc))
     plot_returns(results, args.out, args.title, references)
     print("| variant | runs | episode 1 | last episode (95% CI) | best episode | mean of the runs' best |")
     print("|---|---|---|---|---|---|")

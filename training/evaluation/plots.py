@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from training.evaluation.runner import EvalResult, bootstrap_ci
-from training.figures import save_figure
+from training.figures import save_figure, seeds_legend
 
 
 def _task_noun(results: dict[str, EvalResult]) -> str:
@@ -37,8 +37,7 @@ def plot_returns(
     for label, result in results.items():
         episodes = np.arange(1, result.returns.shape[1] + 1)
         bands = np.array([bootstrap_ci(result.returns[:, e], result.seed) for e in range(len(episodes))])
-        runs = result.info.get("runs", 1)
-        name = f"{label} ({runs} seeds)" if runs > 1 else label
+        name = seeds_legend(label, result.info.get("runs", 1))
         ax.plot(episodes, result.episode_means, marker="o", markersize=3, label=name)
         ax.fill_between(episodes, bands[:, 0], bands[:, 1], alpha=0.2)
     first = next(iter(results.values()))

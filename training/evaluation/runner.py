@@ -132,15 +132,12 @@ def pool_runs(results: list[EvalResult]) -> EvalResult:
     if not results:
         raise ValueError("nothing to pool")
     first = results[0]
-    for other in results[1:]:
-        if (other.env_id, other.tasks, other.returns.shape, other.seed, other.sample) != (
-            first.env_id,
-            first.tasks,
-            first.returns.shape,
-            first.seed,
-            first.sample,
-        ):
-            raise ValueError("pooled runs must share env, tasks, episodes, evaluation seed and sampling")
+
+    def shared(r: EvalResult) -> tuple:
+        return r.env_id, r.tasks, r.returns.shape, r.seed, r.sample
+
+    if any(shared(r) != shared(first) for r in results[1:]):
+        raise ValueError("pooled runs must share env, tasks, episodes, evaluation seed and sampling")
     returns = np.concatenate([r.returns for r in results])  # (runs * n_tasks, n_episodes)
     info = {"runs": len(results), "run_best": [r.best_mean for r in results]}
     return EvalResult(first.env_id, first.tasks * len(results), returns, first.seed, first.sample, info)

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from training.figures import save_figure
+from training.figures import labelled_group, save_figure, seeds_legend
 
 
 def read_scalar(run: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -57,20 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--window must be >= 1")
     curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
     for item in args.groups:
-        label, sep, runs = item.partition("=")
-        if not sep or not label or not runs:
-            parser.error(f"{item!r} is not LABEL=RUN[,RUN...]")
         try:
-            curves[label] = [(run, *read_scalar(run, args.tag)) for run in runs.split(",")]
+            label, runs = labelled_group(item)
+            curves[label] = [(run, *read_scalar(run, args.tag)) for run in runs]
         except ValueError as exc:
             parser.error(str(exc))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     print(f"| variant | run | {args.tag}, mean of the last {args.window} points |")
     print("|---|---|---|")
     for index, (label, runs) in enumerate(curves.items()):
-        color = f"C{index % 10}"
+        color, name = f"C{index % 10}", seeds_legend(label, len(runs))
         for n, (run, steps, values) in enumerate(runs):
-            name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
             ax.plot(
                 steps,
                 moving_average(values, args.window),
