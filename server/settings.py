@@ -45,7 +45,8 @@ class ServerSettings(BaseSettings):
     """Turn KV caching off: every act recomputes the context from the stored history."""
     compile_step: bool = False
     """Compile each model's one-session decode step ahead of time (AOTInductor) when it loads: about
-    2-4x faster single-session acts, tens of seconds more per model load, needs a C++ compiler."""
+    2-4x faster single-session acts, tens of seconds more per model load, needs a C++ compiler.
+    CPU serving only (see `t2mir_model.fused_step.CompiledDecoder`)."""
     max_batch_size: int = Field(64, ge=1)
     """Most sessions joined into one engine call."""
     max_wait_ms: float = Field(2.0, ge=0)
@@ -91,6 +92,15 @@ class ServerSettings(BaseSettings):
     def _keys_not_empty(self) -> ServerSettings:
         if any(not key.get_secret_value() for key in self.api_keys):
             raise ValueError("api_keys must not contain empty keys")
+        return self
+
+    @model_validator(mode="after")
+    def _compile_on_cpu(self) -> ServerSettings:
+        if self.compile_step and not self.device.startswith("cpu"):
+            raise ValueError(
+                f"compile_step is for CPU serving only, not device {self.device!r}: the AOTInductor "
+                "CUDA package crashed when loaded (torch 2.11, H200); serve eagerly on a GPU"
+            )
         return self
 
     def key_values(self) -> list[str]:

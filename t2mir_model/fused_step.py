@@ -131,7 +131,13 @@ class CompiledDecoder:
         """Export and compile the step for ``cache``'s shapes (tens of seconds on a CPU).
 
         Raises `StepCompileError` when AOTInductor cannot build it (for example without a C++
-        compiler on the host)."""
+        compiler on the host), and for a cache off the CPU: on an H200 with torch 2.11 the compiled
+        CUDA package crashed the process (segmentation fault) when loaded, so it is never tried."""
+        if cache.device.type != "cpu":
+            raise StepCompileError(
+                f"the compiled decode step is built for CPU serving only (cache on {cache.device}); "
+                "loading its CUDA package crashed the process on an H200 with torch 2.11"
+            )
         config = policy.config
         self.policy = policy
         self.n_commit, self.n_query = (3, 0) if config.backbone == "ad" else (0, 1)

@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_factory import random_steps, tiny_policy
+from model_factory import next_step_tokens, play_session, random_steps, tiny_policy
 
 from t2mir_model import StepRow
-from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.engine import DecodeEngine
 from t2mir_model.fused_step import FusedStep
-from t2mir_model.history import SessionHistory
-from t2mir_model.tokens import append_queries, slice_tokens
+from t2mir_model.tokens import slice_tokens
 
 ATOL = 1e-5
-
-
-def _step_tokens(policy, backbone: str, context):
-    """The next step's tokens after ``context``: AD a, r, s; DPT a query state."""
-    if backbone == "ad":
-        return slice_tokens(random_steps(policy.config, 2, seed=7), 1, 4), StepRow(0, 3)
-    empty = slice_tokens(context, 0, 0)
-    query = append_queries(
-        empty, torch.randn(1, 1, policy.config.observation.dim), torch.tensor([[2]]), torch.ones(1, 1).bool()
-    )
-    return query, StepRow(0, 0, 1)
 
 
 @pytest.mark.parametrize("backbone", ["ad", "dpt"])
@@ -45,7 +33,7 @@ def test_fused_step_equals_the_eager_cached_step(backbone, discrete):
     fused_cache.values.copy_(eager.values)
     for layer, sums in eager.route_sums.items():
         fused_cache.route_sums[layer].copy_(sums)
-    tokens, row = _step_tokens(policy, backbone, context)
+    tokens, row = next_step_tokens(policy, context)
     step = FusedStep(policy, row.n_commit, row.n_query)
     sums = torch.stack([fused_cache.route_sums[layer][0:1] for layer in policy.task_layers])
     with torch.inference_mode():
@@ -79,33 +67,6 @@ def test_fused_step_equals_the_eager_cached_step(backbone, discrete):
         torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
-def _play(engine: DecodeEngine, config, steps: int, seed: int) -> list[tuple[torch.Tensor, dict]]:
-    """One session through ``steps`` acts (episodes close at max_episode_steps); actions and the
-    routing statistics of every act."""
-    g = torch.Generator().manual_seed(seed)
-    history = SessionHistory()
-    history.observe(torch.randn(config.observation.dim, generator=g))
-    played = []
-    for t in range(steps):
-        out = engine.act([ActRequest("s", history, seed=t)])
-        action = out.results[0].action
-        layers = out.routing[0]
-        played.append(
-            (
-                action,
-                {(r.layer, "token"): r.token.counts for r in layers}
-                | {(r.layer, "task"): r.task.weights for r in layers},
-            )
-        )
-        obs = torch.randn(config.observation.dim, generator=g)
-        if history.t + 1 >= config.max_episode_steps:
-            history.close(action, 1.0)
-            history.observe(obs)
-        else:
-            history.observe(obs, float(t % 3), action)
-    return played
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("backbone", "discrete"), [("ad", True), ("dpt", False)])
 def test_compiled_engine_acts_like_the_eager_engine(backbone, discrete, tmp_path):
@@ -121,7 +82,7 @@ def test_compiled_engine_acts_like_the_eager_engine(backbone, discrete, tmp_path
     compiled.compiled.runner = lambda *inputs: calls.append(1) or runner(*inputs)
     episodes = 4
     steps = episodes * policy.config.max_episode_steps
-    fast, slow = _play(compiled, policy.config, steps, seed=5), _play(eager, policy.config, steps, seed=5)
+    fast, slow = play_session(compiled, steps, seed=5), play_session(eager, steps, seed=5)
     for (a_fast, stats_fast), (a_slow, stats_slow) in zip(fast, slow, strict=True):
         torch.testing.assert_close(a_fast, a_slow, atol=ATOL, rtol=0)
         assert stats_fast.keys() == stats_slow.keys()
@@ -141,3 +102,10 @@ def test_a_missing_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(inductor_config, "force_disable_caches", True)
     with pytest.raises(StepCompileError, match="C\\+\\+ compiler"):
         DecodeEngine(tiny_policy(), num_slots=2, compile_step=True)
+
+
+def test_the_compiled_step_refuses_a_cache_off_the_cpu():
+    from t2mir_model.fused_step import StepCompileError
+
+    with pytest.raises(StepCompileError, match="CPU serving only"):
+        DecodeEngine(tiny_policy().to("meta"), num_slots=2, compile_step=True)

@@ -205,6 +205,13 @@ def test_serve_command_arguments(tmp_path, monkeypatch):
     monkeypatch.delenv("T2MIR_CHECKPOINTS", raising=False)
     assert run(parser.parse_args([])) == 2
     assert run(parser.parse_args(["--checkpoint", "x", "--max-batch-size", "0"])) == 2
+    assert run(parser.parse_args(["--checkpoint", "x", "--compile", "--device", "cuda"])) == 2
+
+
+def test_compiling_the_step_is_refused_for_a_gpu_device():
+    with pytest.raises(ValueError, match="CPU serving only"):
+        ServerSettings(compile_step=True, device="cuda:0")
+    assert ServerSettings(compile_step=True, device="cpu").compile_step
 
 
 def test_old_versions_are_bounded_and_their_sessions_get_409(tmp_path, tiny_checkpoint, make_checkpoint):

@@ -8,11 +8,16 @@ from t2mir_model import (
     ActionSpec,
     MoEConfig,
     ObservationSpec,
+    StepRow,
     T2MIRConfig,
     T2MIRPolicy,
     TokenBatch,
+    append_queries,
     interleave_steps,
 )
+from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model.history import SessionHistory
+from t2mir_model.tokens import slice_tokens
 
 
 def tiny_config(backbone: str = "ad", discrete: bool = True, **moe: object) -> T2MIRConfig:
@@ -53,3 +58,48 @@ def random_steps(config: T2MIRConfig, n_steps: int, seed: int, batch: int = 1) -
     rew = torch.randn(batch, n_steps, generator=g)
     timestep = (torch.arange(n_steps) % config.max_episode_steps).repeat(batch, 1)
     return interleave_steps(obs, act, rew, timestep, torch.ones(batch, n_steps, dtype=torch.bool))
+
+
+def next_step_tokens(policy: T2MIRPolicy, context: TokenBatch, seed: int = 7) -> tuple[TokenBatch, StepRow]:
+    """The next one-session step after ``context`` (on the CPU): AD commits a, r, s; DPT sends one
+    query state. Returns the tokens and the step's row for slot 0."""
+    config = policy.config
+    if config.backbone == "ad":
+        return slice_tokens(random_steps(config, 2, seed=seed), 1, 4), StepRow(0, 3)
+    g = torch.Generator().manual_seed(seed)
+    empty = slice_tokens(context.to("cpu"), 0, 0)
+    query = append_queries(
+        empty,
+        torch.randn(1, 1, config.observation.dim, generator=g),
+        torch.tensor([[2]]),
+        torch.ones(1, 1).bool(),
+    )
+    return query, StepRow(0, 0, 1)
+
+
+def play_session(engine: DecodeEngine, steps: int, seed: int) -> list[tuple[torch.Tensor, dict]]:
+    """One session through ``steps`` acts of ``engine`` (episodes close at max_episode_steps), with
+    random observations and rewards; the action and the routing statistics of every act."""
+    config = engine.config
+    g = torch.Generator().manual_seed(seed)
+    history = SessionHistory()
+    history.observe(torch.randn(config.observation.dim, generator=g))
+    played = []
+    for t in range(steps):
+        out = engine.act([ActRequest("s", history, seed=t)])
+        action = out.results[0].action
+        layers = out.routing[0]
+        played.append(
+            (
+                action,
+                {(r.layer, "token"): r.token.counts for r in layers}
+                | {(r.layer, "task"): r.task.weights for r in layers},
+            )
+        )
+        obs = torch.randn(config.observation.dim, generator=g)
+        if history.t + 1 >= config.max_episode_steps:
+            history.close(action, 1.0)
+            history.observe(obs)
+        else:
+            history.observe(obs, float(t % 3), action)
+    return played
