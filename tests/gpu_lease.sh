@@ -15,13 +15,15 @@
 #    seeds 0-2, the CPU config's architecture with batch 32 and as many steps as fit before the
 #    deadline (the same number for every run, measured from the single-step time above).
 # 3. The CUDA-path tests (tests/model/test_cuda_path.py) while the runs train.
-# 4. The runs' final checkpoints and TensorBoard logs, packed into $OUT/gpu-runs.tar.gz.
+# 4. The runs' checkpoints and TensorBoard logs with every log of this script, packed into
+#    $OUT/gpu-runs.tar.gz; $OUT then holds 8 files (the device tool returns at most 8).
 set -uo pipefail
 OUT=${OUT:?set OUT to a results folder}
 DEADLINE_S=${DEADLINE_S:-520}
 DEVICE=${DEVICE:-cuda}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-mkdir -p "$OUT"
+LOGS=$OUT/logs
+mkdir -p "$LOGS"
 began=$(date +%s)
 t2mir() { python3 -m t2mir_model.cli "$@"; }
 elapsed() { echo $(($(date +%s) - began)); }
@@ -48,7 +50,7 @@ import json
 ms = json.load(open('$OUT/bench-train-darkroom-b32-$DEVICE.json'))['dense_ms'] + 12
 print(max(1000, min(12000, int($budget / (ms * 3.0e-3)) // 500 * 500)))")
 steps=${STEPS:-$steps}
-echo "training budget ${budget}s -> ${steps} steps per run" | tee "$OUT/runs.txt"
+echo "training budget ${budget}s -> ${steps} steps per run" | tee "$LOGS/runs.txt"
 mkdir -p runs/gpu
 pids=()
 for seed in 0 1 2; do
@@ -58,18 +60,19 @@ for seed in 0 1 2; do
         run=runs/gpu/darkroom-$variant-s$seed
         t2mir train --config darkroom-t2mir-ad-cpu --no-progress --no-resume device="$DEVICE" \
             batch_size=32 steps="$steps" checkpoint_every=500 eval_every=0 final_eval=false \
-            expert_dispatch=dense threads=1 seed=$seed $moe out=$run >"$OUT/train-$variant-s$seed.log" 2>&1 &
+            expert_dispatch=dense threads=1 seed=$seed $moe out=$run >"$LOGS/train-$variant-s$seed.log" 2>&1 &
         pids+=($!)
     done
 done
 
-python3 -m pytest tests/model/test_cuda_path.py -v -p no:cacheprovider 2>&1 | tee "$OUT/pytest-cuda.log"
+python3 -m pytest tests/model/test_cuda_path.py -v -p no:cacheprovider 2>&1 | tee "$LOGS/pytest-cuda.log"
 
 running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 while [ "$(elapsed)" -lt "$DEADLINE_S" ] && running; do sleep 5; done
-for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && echo "killed $pid at the deadline" | tee -a "$OUT/runs.txt"; done
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && echo "killed $pid at the deadline" | tee -a "$LOGS/runs.txt"; done
 wait
-echo "finished after $(elapsed)s" | tee -a "$OUT/runs.txt"
-tar czf "$OUT/gpu-runs.tar.gz" --exclude='*.pt' runs/gpu
-grep -h -E "passed|failed|error" "$OUT/pytest-cuda.log" | tail -3
-cat "$OUT/runs.txt"
+echo "finished after $(elapsed)s" | tee -a "$LOGS/runs.txt"
+tar czf "$OUT/gpu-runs.tar.gz" --exclude='*.pt' runs/gpu -C "$OUT" logs
+grep -h -E "passed|failed|error" "$LOGS/pytest-cuda.log" | tail -3
+cat "$LOGS/runs.txt"
+rm -r "$LOGS"
