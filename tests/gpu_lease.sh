@@ -12,8 +12,8 @@
 #    against the full forward for the shipped checkpoints (`t2mir bench-model`), and one training
 #    step, dense against sparse expert dispatch (`t2mir bench-train`).
 # 2. DarkRoom training at a GPU budget, in the background: T2MIR-AD and vanilla AD (both MoEs off),
-#    seeds 0-2, the CPU config's architecture with batch 32 and as many steps as fit before the
-#    deadline (the same number for every run, measured from the single-step time above).
+#    seeds $SEEDS (default 0 1 2), the CPU config's architecture with batch 32 and as many steps as
+#    fit before the deadline (the same number for every run, from the single-step time above).
 # 3. The CUDA-path tests (tests/model/test_cuda_path.py) while the runs train.
 # 4. The runs' checkpoints and TensorBoard logs with every log of this script, packed into
 #    $OUT/gpu-runs.tar.gz; $OUT then holds 8 files (the device tool returns at most 8).
@@ -21,6 +21,7 @@ set -uo pipefail
 OUT=${OUT:?set OUT to a results folder}
 DEADLINE_S=${DEADLINE_S:-520}
 DEVICE=${DEVICE:-cuda}
+SEEDS=${SEEDS:-0 1 2}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
@@ -42,18 +43,20 @@ for batch in 12 32; do
         --json "$OUT/bench-train-darkroom-b$batch-$DEVICE.json"
 done
 
-# Steps for the runs: six processes share the GPU (assumed 3x slower each than one alone), each
-# step also draws its batch on the host (~12 ms at batch 32); round down to a multiple of 500.
+# Steps for the runs: two per seed share the GPU, each slower than alone by half the number of
+# runs (measured on the H200: six runs, 2.4-2.8x), and each step also draws its batch on the host
+# (~12 ms at batch 32); round down to a multiple of 500.
+n_runs=$((2 * $(echo $SEEDS | wc -w)))
 budget=$((DEADLINE_S - $(elapsed) - 30))
 steps=$(python3 -c "
 import json
 ms = json.load(open('$OUT/bench-train-darkroom-b32-$DEVICE.json'))['dense_ms'] + 12
-print(max(1000, min(12000, int($budget / (ms * 3.0e-3)) // 500 * 500)))")
+print(max(1000, min(12000, int($budget / (ms * 0.5e-3 * $n_runs)) // 500 * 500)))")
 steps=${STEPS:-$steps}
 echo "training budget ${budget}s -> ${steps} steps per run" | tee "$LOGS/runs.txt"
 mkdir -p runs/gpu
 pids=()
-for seed in 0 1 2; do
+for seed in $SEEDS; do
     for variant in t2mir-ad ad; do
         moe=""
         [ "$variant" = ad ] && moe="token_moe=false task_moe=false"
