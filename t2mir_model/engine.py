@@ -190,7 +190,7 @@ class DecodeEngine:
                 out = self.policy.decode(self.cache, rows, tokens)
             routing.append(out.routing)
             new_tokens += sum(r.n_tokens for r in rows)
-            for i, head in zip(members, out.last, strict=True):
+            for i, head in zip(members, self._to_host(out.last), strict=True):
                 heads[i] = head
         results = []
         for i, request in enumerate(requests):
@@ -201,11 +201,22 @@ class DecodeEngine:
                 self.evict(request.key)
         return EngineOutput(results, routing, new_tokens)
 
-    def _select(self, head: Tensor, seed: int | None) -> Tensor:
-        """Head output (width,) -> action on the CPU."""
-        if seed is None or not self.config.action.is_discrete:
-            return self.policy.select_action(head[None])[0].cpu()
+    def _to_host(self, last: Tensor) -> Tensor:
+        """Head outputs at each row's last token (B, width) -> on the CPU, in one copy per forward
+        (a copy per session would synchronise with an accelerator once per session): the logits
+        (B, n) for discrete actions, the actions in raw units (B, act_dim) for continuous ones."""
+        if self.config.action.is_discrete:
+            return last.float().cpu()
+        return self.policy.select_action(last).cpu()
+
+    def _select(self, host: Tensor, seed: int | None) -> Tensor:
+        """One row of `_to_host` -> the action: continuous as it is; discrete the argmax, or with a
+        seed a Gumbel-max sample from the logits."""
+        if not self.config.action.is_discrete:
+            return host
+        if seed is None:
+            return host.argmax(-1)
         generator = torch.Generator().manual_seed(seed)
-        uniform = torch.rand(head.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
+        uniform = torch.rand(host.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
         gumbel = -torch.log(-torch.log(uniform))
-        return (torch.log_softmax(head.float().cpu(), -1) + gumbel).argmax(-1)
+        return (torch.log_softmax(host, -1) + gumbel).argmax(-1)
