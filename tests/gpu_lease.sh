@@ -11,9 +11,10 @@
 # 1. GPU figures, each with its CPU baseline measured in the same process: cached one-step decoding
 #    against the full forward for the shipped checkpoints (`t2mir bench-model`), and one training
 #    step, dense against sparse expert dispatch (`t2mir bench-train`).
-# 2. DarkRoom training at a GPU budget, in the background: T2MIR-AD and vanilla AD (both MoEs off),
-#    seeds $SEEDS (default 0 1 2), the CPU config's architecture with batch 32 and as many steps as
-#    fit before the deadline (the same number for every run, from the single-step time above).
+# 2. DarkRoom training at a GPU budget, in the background: VARIANTS (default "t2mir-ad ad": T2MIR-AD
+#    and vanilla AD with both MoEs off; "t2mir-ad-e2" is T2MIR-AD with 2 task experts) x SEEDS
+#    (default "0 1 2"), the CPU config's architecture with batch 32 and as many steps as fit before
+#    the deadline (the same number for every run, from the single-step time above).
 # 3. The CUDA-path tests (tests/model/test_cuda_path.py) while the runs train.
 # 4. The runs' checkpoints and TensorBoard logs with every log of this script, packed into
 #    $OUT/gpu-runs.tar.gz; $OUT then holds 8 files (the device tool returns at most 8).
@@ -22,6 +23,7 @@ OUT=${OUT:?set OUT to a results folder}
 DEADLINE_S=${DEADLINE_S:-520}
 DEVICE=${DEVICE:-cuda}
 SEEDS=${SEEDS:-0 1 2}
+VARIANTS=${VARIANTS:-t2mir-ad ad}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
@@ -43,10 +45,10 @@ for batch in 12 32; do
         --json "$OUT/bench-train-darkroom-b$batch-$DEVICE.json"
 done
 
-# Steps for the runs: two per seed share the GPU, each slower than alone by half the number of
-# runs (measured on the H200: six runs, 2.4-2.8x), and each step also draws its batch on the host
+# Steps for the runs: all share the GPU, each slower than alone by half the number of runs
+# (measured on the H200: six runs, 2.4-2.8x), and each step also draws its batch on the host
 # (~12 ms at batch 32); round down to a multiple of 500.
-n_runs=$((2 * $(echo $SEEDS | wc -w)))
+n_runs=$(($(echo $SEEDS | wc -w) * $(echo $VARIANTS | wc -w)))
 budget=$((DEADLINE_S - $(elapsed) - 30))
 steps=$(python3 -c "
 import json
@@ -57,9 +59,13 @@ echo "training budget ${budget}s -> ${steps} steps per run" | tee "$LOGS/runs.tx
 mkdir -p runs/gpu
 pids=()
 for seed in $SEEDS; do
-    for variant in t2mir-ad ad; do
-        moe=""
-        [ "$variant" = ad ] && moe="token_moe=false task_moe=false"
+    for variant in $VARIANTS; do
+        case $variant in
+            t2mir-ad) moe="" ;;
+            t2mir-ad-e2) moe="task_experts=2 task_top_k=2" ;;
+            ad) moe="token_moe=false task_moe=false" ;;
+            *) echo "unknown variant $variant" >&2; exit 2 ;;
+        esac
         run=runs/gpu/darkroom-$variant-s$seed
         t2mir train --config darkroom-t2mir-ad-cpu --no-progress --no-resume device="$DEVICE" \
             batch_size=32 steps="$steps" checkpoint_every=500 eval_every=0 final_eval=false \
