@@ -14,7 +14,7 @@ from model_factory import next_step_tokens, play_session, random_steps, tiny_pol
 
 from t2mir_model import StepRow
 from t2mir_model.engine import DecodeEngine
-from t2mir_model.fused_step import FusedStep
+from t2mir_model.fused_step import FusedStep, StepCompileError
 from t2mir_model.tokens import slice_tokens
 
 ATOL = 1e-5
@@ -96,8 +96,6 @@ def test_compiled_engine_acts_like_the_eager_engine(backbone, discrete, tmp_path
 def test_a_missing_compiler_is_a_clear_error(monkeypatch):
     import torch._inductor.config as inductor_config
 
-    from t2mir_model.fused_step import StepCompileError
-
     monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
     monkeypatch.setattr(inductor_config, "force_disable_caches", True)
     with pytest.raises(StepCompileError, match="C\\+\\+ compiler"):
@@ -105,7 +103,5 @@ def test_a_missing_compiler_is_a_clear_error(monkeypatch):
 
 
 def test_the_compiled_step_refuses_a_cache_off_the_cpu():
-    from t2mir_model.fused_step import StepCompileError
-
     with pytest.raises(StepCompileError, match="CPU serving only"):
         DecodeEngine(tiny_policy().to("meta"), num_slots=2, compile_step=True)
