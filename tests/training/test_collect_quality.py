@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from training.collect.budgets import (
+    BUDGET_NAMES,
     FAMILIES,
     NoiseBudget,
     PPOBudget,
@@ -151,7 +152,7 @@ def test_budgets_match_paper_tables():
             0.99,
         )
     for env_id in FAMILIES:
-        for name in ("paper", "reduced", "tiny"):
+        for name in BUDGET_NAMES:
             values = budget_json(name, get_budget(env_id, name))
             assert values["name"] == name and values["n_snapshots"] >= 1
     assert get_budget("t2mir/Reach-v0", "tiny", episodes_per_snapshot=3).episodes_per_snapshot == 3

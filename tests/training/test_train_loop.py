@@ -15,7 +15,7 @@ from training.datasets.synthetic import write_synthetic_dataset
 from training.envs import task_split
 from training.evaluation import evaluate
 from training.train import TrainConfig, train
-from training.train.config import load_train_config, parse_overrides
+from training.train.config import CONFIG_DIR, load_train_config, parse_overrides
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +134,13 @@ def test_config_files_and_overrides(tmp_path):
     assert load_train_config("pointrobot-t2mir-ad-cpu", ["ad_episodes=prefix"]).ad_episodes == "prefix"
     with pytest.raises(ValueError, match="ad_episodes"):
         load_train_config("pointrobot-t2mir-ad-cpu", ["ad_episodes=latest"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_config_loads(path):
+    config = load_train_config(path)
+    assert 0 <= config.warmup_steps <= config.steps
+    assert path.stem.split("-t2mir-")[1].startswith(config.backbone)
 
 
 def test_prefix_segments_train(point_dataset, tmp_path):

@@ -1,10 +1,14 @@
-"""Named collection budgets per environment family: ``paper`` (Tables 2-3), ``reduced``, ``tiny``.
+"""Named collection budgets per family: ``paper`` (Tables 2-3), ``extended``, ``reduced``, ``tiny``.
 
 A budget is the complete configuration of the learner that produces one task's learning history.
 The manifest of every dataset records the budget's name and all of its values.
 
 * ``paper``: the paper's settings (Appendix D.2, Tables 2 and 3). DarkRoom has no table: 1000
   noise-distilled episodes per task.
+* ``extended``: for a machine with a dozen free cores for a few minutes (a GPU lease's host).
+  DarkRoom and Point-Robot: as paper. MuJoCo: the first 12 training tasks, 20 snapshots each, 30k
+  SAC steps with 128-unit networks and batch 128 (3x reduced's steps; 260-273 s per task, twelve in
+  parallel on a lease's host). Meta-World: the first 12 tasks, 4x reduced's PPO steps.
 * ``reduced``: fits a 2-core CPU (about 15 minutes per family with ``--workers 2``). DarkRoom: as
   paper. Point-Robot: the paper's steps with 64-unit networks and batch 64. MuJoCo / Meta-World:
   the first 12 training tasks, 20 snapshots each, 10k SAC steps with 64-unit networks and batch 64
@@ -26,7 +30,7 @@ FAMILIES: dict[str, str] = {
     "t2mir/Reach-v0": "reach",
     "t2mir/Push-v0": "push",
 }
-BUDGET_NAMES: tuple[str, ...] = ("paper", "reduced", "tiny")
+BUDGET_NAMES: tuple[str, ...] = ("paper", "extended", "reduced", "tiny")
 SNAPSHOT_ACTIONS: tuple[str, ...] = ("deterministic", "stochastic")
 """How a SAC / PPO snapshot acts in its history episodes: its policy's mean, or samples from it."""
 
@@ -101,16 +105,27 @@ _SAC_REDUCED = SACBudget(
     total_steps=10_000, learning_starts=1000, save_freq=500, batch_size=64, net_arch=(64, 64), max_tasks=12
 )
 _PPO_REDUCED = PPOBudget(total_timesteps=40_960, max_tasks=12)
+_SAC_EXTENDED = SACBudget(
+    total_steps=30_000,
+    learning_starts=1000,
+    save_freq=1500,
+    batch_size=128,
+    net_arch=(128, 128),
+    max_tasks=12,
+)
+_PPO_EXTENDED = PPOBudget(total_timesteps=163_840, max_tasks=12)
 _PPO_TINY = PPOBudget(total_timesteps=128, n_steps=64, batch_size=32, n_epochs=1, max_tasks=2)
 
 _BUDGETS: dict[str, dict[str, Budget]] = {
     "darkroom": {
         "paper": NoiseBudget(episodes_per_task=1000),
+        "extended": NoiseBudget(episodes_per_task=1000),
         "reduced": NoiseBudget(episodes_per_task=1000),
         "tiny": NoiseBudget(episodes_per_task=40, max_tasks=3),
     },
     "point-robot": {
         "paper": SACBudget(total_steps=2000, learning_starts=100, save_freq=20),
+        "extended": SACBudget(total_steps=2000, learning_starts=100, save_freq=20),
         "reduced": SACBudget(
             total_steps=2000, learning_starts=100, save_freq=20, batch_size=64, net_arch=(64, 64)
         ),
@@ -118,26 +133,31 @@ _BUDGETS: dict[str, dict[str, Budget]] = {
     },
     "cheetah-vel": {
         "paper": SACBudget(total_steps=250_000, learning_starts=2000, save_freq=10_000),
+        "extended": _SAC_EXTENDED,
         "reduced": _SAC_REDUCED,
         "tiny": _SAC_TINY,
     },
     "cheetah-vel-3cluster": {
         "paper": SACBudget(total_steps=400_000, learning_starts=2000, save_freq=10_000),
+        "extended": _SAC_EXTENDED,
         "reduced": _SAC_REDUCED,
         "tiny": _SAC_TINY,
     },
     "walker-param": {
         "paper": SACBudget(total_steps=1_000_000, learning_starts=2000, save_freq=10_000),
+        "extended": _SAC_EXTENDED,
         "reduced": _SAC_REDUCED,
         "tiny": _SAC_TINY,
     },
     "reach": {
         "paper": PPOBudget(total_timesteps=400_000),
+        "extended": _PPO_EXTENDED,
         "reduced": _PPO_REDUCED,
         "tiny": _PPO_TINY,
     },
     "push": {
         "paper": PPOBudget(total_timesteps=1_000_000),
+        "extended": _PPO_EXTENDED,
         "reduced": _PPO_REDUCED,
         "tiny": _PPO_TINY,
     },
