@@ -6,7 +6,7 @@
 #
 #   OUT=results-dir DEADLINE_S=520 bash tests/gpu_lease.sh
 #
-# (DEVICE=cpu STEPS=20 runs the same sequence on a CPU, to try the script itself.)
+# (DEVICE=cpu STEPS=200 runs the same sequence on a CPU, to try the script itself.)
 #
 # 1. GPU figures, each with its CPU baseline measured in the same process: cached one-step decoding
 #    against the full forward for the shipped checkpoints (`t2mir bench-model`), and one training
@@ -60,17 +60,16 @@ print(max(500, min(12000, int($budget / (ms * 0.5e-3 * max(2, $2))) // 500 * 500
 }
 
 if [ "$BENCH" = 1 ]; then
-for name in darkroom-t2mir-ad darkroom-t2mir-dpt; do
-    t2mir bench-model --checkpoint "checkpoints/$name" --device "$DEVICE" --batch 1 8 32 128 \
-        --context-steps 300 --repeats 30 --json "$OUT/bench-model-$name-$DEVICE.json"
-    t2mir bench-model --checkpoint "checkpoints/$name" --device cpu --batch 1 8 --context-steps 300 \
-        --repeats 10 --json "$OUT/bench-model-$name-cpu.json"
-done
-for batch in 12 32; do
-    t2mir bench-train --config darkroom-t2mir-ad-cpu device="$DEVICE" batch_size=$batch --steps 20 \
-        --json "$OUT/bench-train-darkroom-b$batch-$DEVICE.json"
-done
-
+    for name in darkroom-t2mir-ad darkroom-t2mir-dpt; do
+        t2mir bench-model --checkpoint "checkpoints/$name" --device "$DEVICE" --batch 1 8 32 128 \
+            --context-steps 300 --repeats 30 --json "$OUT/bench-model-$name-$DEVICE.json"
+        t2mir bench-model --checkpoint "checkpoints/$name" --device cpu --batch 1 8 --context-steps 300 \
+            --repeats 10 --json "$OUT/bench-model-$name-cpu.json"
+    done
+    for batch in 12 32; do
+        t2mir bench-train --config darkroom-t2mir-ad-cpu device="$DEVICE" batch_size=$batch --steps 20 \
+            --json "$OUT/bench-train-darkroom-b$batch-$DEVICE.json"
+    done
 fi
 
 # DarkRoom runs: ~12 ms of host batch drawing per step at batch 32.
