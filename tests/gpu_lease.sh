@@ -77,15 +77,20 @@ n_runs=$(($(echo $SEEDS | wc -w) * $(echo $VARIANTS | wc -w)))
 steps=${STEPS:-$(fit_steps "$OUT/bench-train-darkroom-b32-$DEVICE.json" $n_runs 12)}
 echo "DarkRoom: ${n_runs} runs of ${steps} steps from $(elapsed)s" | tee "$LOGS/runs.txt"
 mkdir -p runs/gpu
+# The training overrides of a variant name.
+moe_overrides() {
+    case $1 in
+        t2mir-ad) echo "" ;;
+        t2mir-ad-e2) echo "task_experts=2 task_top_k=2" ;;
+        ad) echo "token_moe=false task_moe=false" ;;
+        *) echo "unknown variant $1" >&2; return 2 ;;
+    esac
+}
+for variant in $VARIANTS; do moe_overrides "$variant" >/dev/null || exit 2; done
 pids=()
 for seed in $SEEDS; do
     for variant in $VARIANTS; do
-        case $variant in
-            t2mir-ad) moe="" ;;
-            t2mir-ad-e2) moe="task_experts=2 task_top_k=2" ;;
-            ad) moe="token_moe=false task_moe=false" ;;
-            *) echo "unknown variant $variant" >&2; exit 2 ;;
-        esac
+        moe=$(moe_overrides "$variant")
         run=runs/gpu/darkroom-$variant-s$seed
         t2mir train --config darkroom-t2mir-ad-cpu --no-progress --no-resume device="$DEVICE" \
             batch_size=32 steps="$steps" checkpoint_every=500 eval_every=0 final_eval=false \
@@ -95,7 +100,7 @@ for seed in $SEEDS; do
 done
 
 # Cheetah-Vel: collection on the spare cores (niced below the GPU runs' host work), then both
-# variants on the GPU; the training PIDs go to a file so that the deadline can stop them.
+# variants on the GPU.
 cheetah() {
     nice -n 10 python3 -m t2mir_model.cli collect --env t2mir/CheetahVel-v0 --quality mixed \
         --budget "$CHEETAH_BUDGET" --snapshot-actions stochastic --out data/cheetah-vel-extended \
@@ -107,11 +112,10 @@ cheetah() {
     cheetah_steps=${CHEETAH_STEPS:-$(fit_steps "$LOGS/bench-train-cheetahvel-$DEVICE.json" 3 15)}
     echo "Cheetah-Vel: 2 runs of ${cheetah_steps} steps from $(elapsed)s" | tee -a "$LOGS/runs.txt"
     for variant in t2mir-ad ad; do
-        [ $variant = ad ] && moe="token_moe=false task_moe=false" || moe=""
+        moe=$(moe_overrides $variant)
         t2mir train --config cheetahvel-t2mir-ad-small --no-progress --no-resume device="$DEVICE" \
             steps="$cheetah_steps" final_eval=false expert_dispatch=dense seed=0 $moe \
             out=runs/gpu/cheetahvel-$variant-s0 >"$LOGS/train-cheetahvel-$variant-s0.log" 2>&1 &
-        echo $! >>"$LOGS/cheetah.pids"
     done
     wait
 }
@@ -124,16 +128,24 @@ if [ "$CUDA_TESTS" = 1 ]; then
     python3 -m pytest tests/model/test_cuda_path.py -v -p no:cacheprovider 2>&1 | tee "$LOGS/pytest-cuda.log"
 fi
 
+# Stop a process and everything it started: the runs are subshells (the `t2mir` function, the
+# Cheetah-Vel pipeline) whose python processes a plain kill would leave running.
+stop_tree() {
+    local children child
+    children=$(pgrep -P "$1")
+    kill "$1" 2>/dev/null || return 1
+    for child in $children; do stop_tree "$child"; done
+}
 running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 while [ "$(elapsed)" -lt "$DEADLINE_S" ] && running; do sleep 5; done
-for pid in "${pids[@]}" $(cat "$LOGS/cheetah.pids" 2>/dev/null); do
-    kill "$pid" 2>/dev/null && echo "killed $pid at the deadline" | tee -a "$LOGS/runs.txt"
+for pid in "${pids[@]}"; do
+    stop_tree "$pid" && echo "killed $pid at the deadline" | tee -a "$LOGS/runs.txt"
 done
 wait
 echo "finished after $(elapsed)s" | tee -a "$LOGS/runs.txt"
 # A finished run travels as its final checkpoint, a stopped one as its last (each file back is at
 # most 16 MiB): DarkRoom runs with the logs, Cheetah-Vel runs with their dataset.
-for run in runs/gpu/*/; do [ -d "$run/final" ] && rm -r "$run/last"; done
+for run in runs/gpu/*/; do [ -d "$run/final" ] && rm -rf "$run/last"; done
 tar czf "$OUT/gpu-runs.tar.gz" --exclude='*.pt' $(ls -d runs/gpu/darkroom-* 2>/dev/null) -C "$OUT" logs
 if [ "$CHEETAH" = 1 ]; then
     tar czf "$OUT/gpu-cheetahvel.tar.gz" --exclude='*.pt' $(ls -d runs/gpu/cheetahvel-* data/cheetah-vel-extended 2>/dev/null)

@@ -97,6 +97,8 @@ class PPOBudget:
 
 Budget = NoiseBudget | SACBudget | PPOBudget
 
+_DARKROOM_PAPER = NoiseBudget(episodes_per_task=1000)
+_POINT_ROBOT_PAPER = SACBudget(total_steps=2000, learning_starts=100, save_freq=20)
 _SAC_TINY = SACBudget(
     total_steps=40, learning_starts=10, save_freq=20, batch_size=16, net_arch=(32, 32), max_tasks=2
 )
@@ -118,14 +120,14 @@ _PPO_TINY = PPOBudget(total_timesteps=128, n_steps=64, batch_size=32, n_epochs=1
 
 _BUDGETS: dict[str, dict[str, Budget]] = {
     "darkroom": {
-        "paper": NoiseBudget(episodes_per_task=1000),
-        "extended": NoiseBudget(episodes_per_task=1000),
-        "reduced": NoiseBudget(episodes_per_task=1000),
+        "paper": _DARKROOM_PAPER,
+        "extended": _DARKROOM_PAPER,
+        "reduced": _DARKROOM_PAPER,
         "tiny": NoiseBudget(episodes_per_task=40, max_tasks=3),
     },
     "point-robot": {
-        "paper": SACBudget(total_steps=2000, learning_starts=100, save_freq=20),
-        "extended": SACBudget(total_steps=2000, learning_starts=100, save_freq=20),
+        "paper": _POINT_ROBOT_PAPER,
+        "extended": _POINT_ROBOT_PAPER,
         "reduced": SACBudget(
             total_steps=2000, learning_starts=100, save_freq=20, batch_size=64, net_arch=(64, 64)
         ),
