@@ -43,15 +43,17 @@ system-deps:
 		done; \
 	fi; true
 
-test: setup system-deps
+# The suite runs after the linters: ruff (style, imports) and mypy (types, configured in pyproject.toml).
+test: setup system-deps lint
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 demo: setup
 	$(BIN)/t2mir demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info

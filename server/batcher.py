@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from server.engine_thread import EngineThread, EngineThreadStopped
 
@@ -30,10 +30,35 @@ log = logging.getLogger("t2mir.server")
 T = TypeVar("T")
 
 
-class EngineLike(Protocol):
+class Keyed(Protocol):
+    """A request names the session it belongs to; one engine call holds a session at most once."""
+
+    @property
+    def key(self) -> Hashable:
+        """The session's identity."""
+        ...
+
+
+class HasResults(Protocol):
+    """An engine call's output: one result per request, in request order."""
+
+    @property
+    def results(self) -> Sequence[Any]:
+        """The per-request results."""
+        ...
+
+
+ReqT = TypeVar("ReqT", bound=Keyed)
+ResT = TypeVar("ResT")
+OutT = TypeVar("OutT", bound=HasResults)
+ReqT_contra = TypeVar("ReqT_contra", bound=Keyed, contravariant=True)
+OutT_co = TypeVar("OutT_co", bound=HasResults, covariant=True)
+
+
+class EngineLike(Protocol[ReqT_contra, OutT_co]):
     """What the batcher needs from an engine: ``act(requests)`` -> output with ``results``."""
 
-    def act(self, requests: Sequence[Any]) -> Any:
+    def act(self, requests: Sequence[ReqT_contra]) -> OutT_co:
         """One result per request, in order, as ``output.results``."""
         ...
 
@@ -47,27 +72,20 @@ class BatcherClosed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class BatchResult:
+class BatchResult(Generic[ResT]):
     """One request's result and how it was served."""
 
-    result: Any
+    result: ResT
     queue_wait: float  # seconds from submit to the start of its engine call
     forward: float  # seconds the engine call took
     batch_size: int
 
 
 @dataclass
-class _Item:
-    request: Any
-    future: asyncio.Future[BatchResult]
+class _Item(Generic[ReqT, ResT]):
+    request: ReqT
+    future: asyncio.Future[BatchResult[ResT]]
     enqueued: float
-
-
-OutputHook = Callable[[Any, list[float]], None]
-"""Called on the worker thread with (output, queue waits) for each successful engine call, after the
-call's results were handed back (metrics never delay an answer); `Batcher.flush` waits for it."""
-
-_Report = tuple[Any, list[float]]
 
 
 def _init_worker(threads: int) -> None:
@@ -79,18 +97,24 @@ def _init_worker(threads: int) -> None:
         pass
 
 
-class Batcher:
-    """Joins concurrent act requests of many sessions into engine calls on one worker thread."""
+class Batcher(Generic[ReqT, ResT, OutT]):
+    """Joins concurrent act requests of many sessions into engine calls on one worker thread.
+
+    Typed by the engine's request (``ReqT``), per-request result (``ResT``) and call output
+    (``OutT``, whose ``results`` are the ``ResT`` in request order). ``on_output`` is called on the
+    worker thread with (output, queue waits) for each successful engine call, after the call's
+    results were handed back (metrics never delay an answer); `flush` waits for it.
+    """
 
     def __init__(
         self,
-        engine: EngineLike,
+        engine: EngineLike[ReqT, OutT],
         *,
         max_batch_size: int = 64,
         max_wait_ms: float = 2.0,
         name: str = "engine",
         torch_threads: int = 1,
-        on_output: OutputHook | None = None,
+        on_output: Callable[[OutT, list[float]], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -100,7 +124,7 @@ class Batcher:
         self.name = name
         self._on_output = on_output
         self._worker = EngineThread(f"t2mir-{name}", setup=functools.partial(_init_worker, torch_threads))
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Item[ReqT, ResT]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -123,7 +147,7 @@ class Batcher:
         """True once `close` was called."""
         return self._closing
 
-    async def submit(self, request: Any) -> BatchResult:
+    async def submit(self, request: ReqT) -> BatchResult[ResT]:
         """Queue ``request`` (an object with ``.key``) and wait for its result.
 
         Raises `BatcherClosed` after `close`, or the exception the engine raised for it.
@@ -131,7 +155,7 @@ class Batcher:
         if self._closing:
             raise BatcherClosed(f"{self.name} is shutting down")
         self.start()
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[BatchResult[ResT]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(request, future, time.perf_counter()))
         self._wakeup.set()
         return await future
@@ -204,11 +228,11 @@ class Batcher:
             except TimeoutError:
                 return
 
-    def _take(self) -> list[_Item]:
+    def _take(self) -> list[_Item[ReqT, ResT]]:
         """Pop up to max_batch_size items with distinct keys, oldest first; the rest keep order."""
-        batch: list[_Item] = []
+        batch: list[_Item[ReqT, ResT]] = []
         keys: set[Hashable] = set()
-        kept: deque[_Item] = deque()
+        kept: deque[_Item[ReqT, ResT]] = deque()
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by its caller before it ran
@@ -221,7 +245,7 @@ class Batcher:
         self._queue = kept
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[_Item[ReqT, ResT]]) -> None:
         if not batch:
             return
         start = time.perf_counter()
@@ -244,7 +268,9 @@ class Batcher:
         if reports and self._on_output is not None:
             self._worker.post(self._report, reports)  # after the answers, before the next call
 
-    def _call(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], float, list[_Report]]:
+    def _call(
+        self, requests: list[ReqT], waits: list[float]
+    ) -> tuple[list[ResT | Exception], float, list[tuple[OutT, list[float]]]]:
         """Worker thread: one engine call; on failure, isolate the failing request(s).
         Returns (outcomes, forward seconds, outputs for the hook)."""
         t0 = time.perf_counter()
@@ -259,9 +285,11 @@ class Batcher:
             return outcomes, time.perf_counter() - t0, reports
         return list(output.results), time.perf_counter() - t0, [(output, waits)]
 
-    def _one_by_one(self, requests: list[Any], waits: list[float]) -> tuple[list[Any], list[_Report]]:
-        outcomes: list[Any] = []
-        reports: list[_Report] = []
+    def _one_by_one(
+        self, requests: list[ReqT], waits: list[float]
+    ) -> tuple[list[ResT | Exception], list[tuple[OutT, list[float]]]]:
+        outcomes: list[ResT | Exception] = []
+        reports: list[tuple[OutT, list[float]]] = []
         for request, wait in zip(requests, waits, strict=True):
             try:
                 output = self.engine.act([request])
@@ -273,10 +301,13 @@ class Batcher:
             outcomes.append(output.results[0])
         return outcomes, reports
 
-    def _report(self, reports: list[_Report]) -> None:
+    def _report(self, reports: list[tuple[OutT, list[float]]]) -> None:
         """Worker thread: run the output hook; its failure is logged, never raised."""
+        hook = self._on_output
+        if hook is None:
+            return
         for output, waits in reports:
             try:
-                self._on_output(output, waits)  # type: ignore[misc]
+                hook(output, waits)
             except Exception:
                 log.exception("batcher %s: output hook failed", self.name)

@@ -1,15 +1,18 @@
-"""pytest-benchmark: one cached decoding step against one full forward, small context, same policy.
+"""pytest-benchmark: one cached decoding step against one full forward over the same context.
 
-Nothing here asserts a time (machines differ, and this one may be busy). Each cached-step
-benchmark stores the ratio to the full forward measured just before it in ``extra_info``
-(``full_over_cached``), so ``pytest --benchmark-json`` keeps the comparison. Rounds are few:
-these run with every ``pytest``.
+No time is asserted (machines differ, and this one may be busy): the test asserts a ratio measured
+in the same process with the rounds of both workloads interleaved, so contention from other
+processes slows both alike. pytest-benchmark times the cached step and ``extra_info`` keeps the
+ratio (``full_over_cached``) for ``pytest --benchmark-json``. Rounds are few: these run with every
+``pytest``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import time
 
 import pytest
 import torch
@@ -18,7 +21,11 @@ from t2mir_model import ActionSpec, ObservationSpec, StepRow, T2MIRConfig, T2MIR
 from t2mir_model.tokens import interleave_steps, slice_tokens
 
 CONTEXT_STEPS = 60
-ROUNDS = 5
+ROUNDS = 7
+MIN_RATIO = {1: 1.5, 8: 3.0}
+"""Least full-forward / cached-step cost ratio per batch size: a cached 3-token step attends to
+180 cached keys, the full forward recomputes all 180 tokens (measured: about 2.5x at batch 1 and
+9x at batch 8 on a 2-core CPU)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,12 +53,6 @@ def policy() -> T2MIRPolicy:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return T2MIRPolicy(config).eval()
-
-
-@pytest.fixture(scope="module")
-def medians() -> dict[tuple[str, int], float]:
-    """Median seconds of each benchmark of this module, by (kind, batch)."""
-    return {}
 
 
 def steps(policy: T2MIRPolicy, batch: int, n: int) -> TokenBatch:
@@ -85,17 +86,26 @@ def workload(policy: T2MIRPolicy, kind: str, batch: int) -> Callable[[], Any]:
     return cached
 
 
+def fastest_interleaved(fns: list[Callable[[], Any]], rounds: int) -> list[float]:
+    """Fastest of ``rounds`` runs of each function, their runs alternating (seconds)."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 @pytest.mark.parametrize("batch", [1, 8])
-@pytest.mark.parametrize("kind", ["full", "cached"])
-def test_decode_cost(benchmark, policy, medians, kind, batch):
-    fn = workload(policy, kind, batch)
+def test_cached_step_costs_a_fraction_of_the_full_forward(benchmark, policy, batch):
+    full, cached = workload(policy, "full", batch), workload(policy, "cached", batch)
     with torch.inference_mode():
-        benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update(kind=kind, batch=batch, context_tokens=3 * CONTEXT_STEPS)
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:  # --benchmark-disable: the function ran once, nothing was timed
-        return
-    medians[(kind, batch)] = stats.stats.median
-    full = medians.get(("full", batch))
-    if kind == "cached" and full:
-        benchmark.extra_info["full_over_cached"] = full / stats.stats.median
+        full(), cached()  # warm-up
+        full_s, cached_s = fastest_interleaved([full, cached], ROUNDS)
+        benchmark.pedantic(cached, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    ratio = full_s / cached_s
+    benchmark.extra_info.update(
+        batch=batch, context_tokens=3 * CONTEXT_STEPS, full_ms=full_s * 1e3, full_over_cached=ratio
+    )
+    assert ratio > MIN_RATIO[batch], f"full {full_s * 1e3:.2f} ms vs cached {cached_s * 1e3:.2f} ms"
