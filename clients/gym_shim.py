@@ -186,7 +186,7 @@ def _run_vector(runner: _Runner, env: Any, episodes: int, seed: int | None) -> N
                 actions[i], steps[i] = runner.sessions[i].reset(observations[i]), 0
         if mode == AutoresetMode.DISABLED and finished.any():
             observations, _ = env.reset(options={"reset_mask": finished})
-            for i in np.flatnonzero(finished):
+            for i in map(int, np.flatnonzero(finished)):
                 if active(i):
                     actions[i], steps[i] = runner.sessions[i].reset(observations[i]), 0
 

@@ -184,9 +184,10 @@ class T2MIRClient(_ClientBase):
                 delay = self._after_exception(call, exc, attempt)
                 maybe_applied = maybe_applied or isinstance(exc, MAYBE_SENT_ERRORS)
             else:
-                delay = self._after_response(call, response, attempt, maybe_applied)
-                if delay is None:
+                wait = self._after_response(call, response, attempt, maybe_applied)
+                if wait is None:
                     return response
+                delay = wait
             time.sleep(delay)
             attempt += 1
 
@@ -270,9 +271,10 @@ class AsyncT2MIRClient(_ClientBase):
                 delay = self._after_exception(call, exc, attempt)
                 maybe_applied = maybe_applied or isinstance(exc, MAYBE_SENT_ERRORS)
             else:
-                delay = self._after_response(call, response, attempt, maybe_applied)
-                if delay is None:
+                wait = self._after_response(call, response, attempt, maybe_applied)
+                if wait is None:
                     return response
+                delay = wait
             await asyncio.sleep(delay)
             attempt += 1
 

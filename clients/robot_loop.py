@@ -128,7 +128,9 @@ class _Loop:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return None, reward
-            done, _ = await asyncio.wait({self.task}, timeout=remaining)
+            task = self.task
+            assert task is not None  # started above or still running
+            done, _ = await asyncio.wait({task}, timeout=remaining)
             if not done:
                 return None, reward
             tick_of_task, started = self.task_tick, self.task_started
@@ -148,8 +150,10 @@ class _Loop:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise TimeoutError(f"the server did not confirm step {self.session.next_step} in {timeout} s")
-            await asyncio.wait({self.task}, timeout=remaining)
-            if self.task.done():
+            task = self.task
+            assert task is not None  # started above or still running
+            await asyncio.wait({task}, timeout=remaining)
+            if task.done():
                 confirmed, action = self.harvest()
                 if confirmed and action is not None:  # a step's late answer, not the done act's
                     self.report.stale += 1

@@ -88,6 +88,13 @@ class _Protocol:
         return result.action
 
 
+def _required(action: Action | None) -> Action:
+    """The action of a step's answer (only the ``done`` act answers without one)."""
+    if action is None:
+        raise RuntimeError("the server answered a step without an action")
+    return action
+
+
 def _channel_settings(client: Any, info: SessionInfo, encoding: str) -> dict[str, Any]:
     """WebSocket channel arguments with the HTTP client's URL, key, timeout and retry policy."""
     policy = client.policy
@@ -204,11 +211,11 @@ class Session(_SessionBase):
 
     def reset(self, observation: Any) -> Action:
         """First act of an episode (the reset observation, no reward); returns the action."""
-        return self._send(self._protocol.prepare("reset", observation, None))
+        return _required(self._send(self._protocol.prepare("reset", observation, None)))
 
     def step(self, observation: Any, reward: Any) -> Action:
         """Next act: the new observation and the reward of the previous action."""
-        return self._send(self._protocol.prepare("step", observation, reward))
+        return _required(self._send(self._protocol.prepare("step", observation, reward)))
 
     def end(self, observation: Any, reward: Any) -> None:
         """Final act (``done``): the last observation and reward; closes the episode."""
@@ -280,10 +287,10 @@ class AsyncSession(_SessionBase):
         return await self.client.act(self.session_id, step, observation, reward, done)
 
     async def reset(self, observation: Any) -> Action:
-        return await self._send(self._protocol.prepare("reset", observation, None))
+        return _required(await self._send(self._protocol.prepare("reset", observation, None)))
 
     async def step(self, observation: Any, reward: Any) -> Action:
-        return await self._send(self._protocol.prepare("step", observation, reward))
+        return _required(await self._send(self._protocol.prepare("step", observation, reward)))
 
     async def end(self, observation: Any, reward: Any) -> None:
         await self._send(self._protocol.prepare("end", observation, reward))

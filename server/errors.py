@@ -8,6 +8,7 @@ handlers turn an `ApiError` into an error frame with `ApiError.frame`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -86,7 +87,7 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts)
 
 
-def from_validation_errors(errors: list[dict[str, Any]]) -> ApiError:
+def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> ApiError:
     """Pydantic / FastAPI validation errors -> one 422 (400 for a body that is not JSON)."""
     if not errors:
         return ApiError(422, "invalid_request", "invalid request")
@@ -105,7 +106,7 @@ def from_validation_errors(errors: list[dict[str, Any]]) -> ApiError:
 
 def from_pydantic(exc: ValidationError) -> ApiError:
     """A `pydantic.ValidationError` (WebSocket frames) -> 422."""
-    return from_validation_errors(list(exc.errors(include_url=False)))
+    return from_validation_errors(exc.errors(include_url=False))
 
 
 def install_error_handlers(app: FastAPI) -> None:

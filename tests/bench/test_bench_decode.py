@@ -9,10 +9,9 @@ ratio (``full_over_cached``) for ``pytest --benchmark-json``. Rounds are few: th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import time
 
 import pytest
 import torch

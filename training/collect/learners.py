@@ -87,21 +87,19 @@ def collect_sb3_task(
     from training.envs import env_info, make_env
 
     info = env_info(env_id)
+    if info.action_dim is None:
+        raise ValueError(f"{env_id}: SB3 learners collect continuous-action families only")
     sac = isinstance(budget, SACBudget)
-    chunk = budget.save_freq if sac else budget.n_steps
-    total = budget.total_steps if sac else budget.total_timesteps
+    if isinstance(budget, SACBudget):
+        chunk, total = budget.save_freq, budget.total_steps
+    else:
+        chunk, total = budget.n_steps, budget.total_timesteps
     n_snap = total // chunk
     if n_snap < 1:
         raise ValueError(f"budget trains {total} steps, fewer than one snapshot interval ({chunk})")
     train_env = make_env(env_id, task, seed=seed)
     eval_env = make_env(env_id, task, seed=seed + 1)
     model = _make_model(budget, train_env, seed)
-    rollout_kwargs = {
-        "horizon": info.episode_steps,
-        "obs_dim": info.obs_dim,
-        "action_kind": "continuous",
-        "act_dim": info.action_dim,
-    }
 
     deterministic = budget.snapshot_actions == "deterministic"
 
@@ -117,7 +115,15 @@ def collect_sb3_task(
         model.learn(total_timesteps=chunk, reset_num_timesteps=(k == 0), progress_bar=False)
         if sac:
             actors.append(_actor_state(model))
-        eps = run_episodes(eval_env, act, budget.episodes_per_snapshot, **rollout_kwargs)
+        eps = run_episodes(
+            eval_env,
+            act,
+            budget.episodes_per_snapshot,
+            horizon=info.episode_steps,
+            obs_dim=info.obs_dim,
+            action_kind="continuous",
+            act_dim=info.action_dim,
+        )
         chunks.append(eps)
         snapshot_ids.append(np.full(budget.episodes_per_snapshot, k, np.int64))
         if on_snapshot is not None:

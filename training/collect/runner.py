@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from training.collect.budgets import budget_json, env_id_of, family_of, get_budget
+from training.collect.budgets import NoiseBudget, budget_json, env_id_of, family_of, get_budget
 from training.datasets.format import (
     LOG_NAME,
     MANIFEST_NAME,
@@ -128,7 +128,7 @@ def run_task(job: TaskJob, on_snapshot=None) -> dict[str, Any]:
     budget = get_budget(job.env_id, job.budget_name, **job.overrides)
     started = time.perf_counter()
     logger.info("%s: collecting (seed %d)", task.name, job.seed)
-    if budget.algorithm == "noise":
+    if isinstance(budget, NoiseBudget):
         data = collect_noise_task(job.env_id, task, budget, job.quality, job.seed, on_snapshot)
     else:
         data = collect_sb3_task(job.env_id, task, budget, job.quality, job.seed, on_snapshot, logger.info)

@@ -116,7 +116,7 @@ def write_task_file(path: str | Path, arrays: dict[str, np.ndarray], meta: dict 
     tmp = temp_path(final)
     try:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **payload)
+            np.savez_compressed(fh, **payload)  # type: ignore[arg-type]  # the stub lets **kwds reach allow_pickle
             fh.flush()
             os.fsync(fh.fileno())
         digest = sha256_file(tmp)

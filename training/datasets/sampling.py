@@ -193,7 +193,7 @@ def sample_dpt_batch(
         (batch_size, n_queries) if ds.action_kind == "discrete" else (batch_size, n_queries, ds.act_dim)
     )
     label_dtype = np.int64 if ds.action_kind == "discrete" else np.float32
-    queries = [
+    queries: list[dict[str, np.ndarray]] = [
         {
             "observations": np.zeros((batch_size, n_queries, ds.obs_dim), np.float32),
             "timesteps": np.zeros((batch_size, n_queries), np.int64),

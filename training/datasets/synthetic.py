@@ -47,10 +47,13 @@ def write_synthetic_dataset(
             lengths = np.full(n_episodes, horizon)
         valid = np.arange(horizon)[None, :] < lengths[:, None]  # (E, T)
         obs = rng.normal(size=(n_episodes, horizon, info.obs_dim)).astype(np.float32) * valid[..., None]
+        actions: np.ndarray
+        labels: np.ndarray
         if info.action_kind == "discrete":
             actions = rng.integers(0, info.action_n, size=(n_episodes, horizon)) * valid
             labels = rng.integers(0, info.action_n, size=(n_episodes, horizon)) * valid
         else:
+            assert info.action_dim is not None  # continuous families declare their dimension
             shape = (n_episodes, horizon, info.action_dim)
             actions = rng.uniform(-1, 1, size=shape).astype(np.float32) * valid[..., None]
             labels = rng.uniform(-1, 1, size=shape).astype(np.float32) * valid[..., None]

@@ -147,7 +147,7 @@ class SyncBatchEnv(_BatchBase):
     def __init__(self, env_id: str, tasks: list[TaskSpec], seed: int | None = None) -> None:
         super().__init__(env_id, tasks)
         self.envs = [make_env(env_id, task, seed=_sub_seed(seed, i)) for i, task in enumerate(tasks)]
-        self._action_shape = (self.num_envs, *self.envs[0].action_space.shape)
+        self._action_shape = (self.num_envs, *(self.envs[0].action_space.shape or ()))
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every sub-env (sub-env i with ``seed + i``); returns (N, obs_dim) float32."""

@@ -102,7 +102,8 @@ class CheetahVelEnv(HalfCheetahEnv):
         info = {"reward_forward": forward, "reward_ctrl": ctrl, "goal_velocity": self.goal_velocity}
         return forward + ctrl, info
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    # Returns plain floats where MuJoCo's typing promises numpy scalars (JSON-friendly infos).
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:  # type: ignore[override]
         """HalfCheetah-v5 step with the Cheetah-Vel reward (see module docstring)."""
         obs, reward, terminated, truncated, info = super().step(np.asarray(action, dtype=np.float64))
         info["x_velocity"] = float(info["x_velocity"])

@@ -112,7 +112,8 @@ class WalkerParamEnv(Walker2dEnv):
     def _get_obs(self) -> np.ndarray:
         return super()._get_obs().astype(np.float32)
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    # Returns plain floats where MuJoCo's typing promises numpy scalars (JSON-friendly infos).
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:  # type: ignore[override]
         """Walker2d-v5 step (terminates when unhealthy, see module docstring)."""
         obs, reward, terminated, truncated, info = super().step(np.asarray(action, dtype=np.float64))
         return obs, float(reward), bool(terminated), truncated, info

@@ -66,7 +66,8 @@ def probe(policy: T2MIRPolicy, tasks: list[str], episodes: int) -> list[ProbeRow
                     break
                 history.observe(torch.as_tensor(obs, dtype=torch.float32), float(reward), action)
             direction = _unit(np.mean(actions, 0))  # (act_dim,)
-            goal = _unit(np.asarray(env.unwrapped.task.params["goal"], dtype=np.float64) - start)
+            task_spec = env.unwrapped.task  # type: ignore[attr-defined]  # a t2mir env carries its task
+            goal = _unit(np.asarray(task_spec.params["goal"], dtype=np.float64) - start)
             cos_previous = float(direction @ previous) if previous is not None else math.nan
             rows.append(ProbeRow(task, episode, ret, float(direction @ goal), cos_previous))
             previous = direction

@@ -209,7 +209,8 @@ def evaluate(
                     explore(a, config.action, action_noise, _sample_seed(seed, int(i), n, t))
                     for a, i in zip(played, live, strict=True)
                 ]
-            for i, action in zip(live, played, strict=True):
+            action_of = dict(zip(live, played, strict=True))
+            for i, action in action_of.items():
                 last_action[i] = action
                 actions[i] = action.numpy()
             obs, rewards, terminated, truncated = env.step(actions)
@@ -217,7 +218,7 @@ def evaluate(
                 returns[i, n] += rewards[i]
                 last_reward[i] = rewards[i]
                 if terminated[i] or truncated[i] or t == env.episode_steps - 1:
-                    histories[i].close(last_action[i], float(rewards[i]))
+                    histories[i].close(action_of[i], float(rewards[i]))
                     done[i] = True
             if done.all():
                 break

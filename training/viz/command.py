@@ -23,7 +23,7 @@ import torch
 from t2mir_model import MODALITIES, T2MIRPolicy, variant_name
 from training.datasets import load_dataset
 from training.figures import save_figure
-from training.viz.insights import RoutingInsights, collect_routing, task_gradient_similarity
+from training.viz.insights import collect_routing, task_gradient_similarity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def plot_token_modality(info: RoutingInsights, path: Path) -> None:
-    """Share of each modality's top-k selections going to each expert."""
-    share = info.token_counts / info.token_counts.sum(1, keepdims=True).clip(min=1)
+def plot_token_modality(counts: np.ndarray, layer: int, path: Path) -> None:
+    """Share of each modality's top-k selections (``counts``: (3, E)) going to each expert."""
+    share = counts / counts.sum(1, keepdims=True).clip(min=1)
     experts = np.arange(share.shape[1])
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     for m, name in enumerate(MODALITIES):
@@ -51,33 +51,35 @@ def plot_token_modality(info: RoutingInsights, path: Path) -> None:
         )
     ax.set_xticks(experts, [f"E{e}" for e in experts])
     ax.set_ylabel("share of the modality's tokens")
-    ax.set_title(f"token router, layer {info.layer}: expert use by modality")
+    ax.set_title(f"token router, layer {layer}: expert use by modality")
     ax.legend()
     save_figure(fig, path)
 
 
-def plot_task_weights(info: RoutingInsights, path: Path) -> None:
-    """Heatmap tasks x experts of mean task-gate weights."""
-    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(info.task_names) + 1.5), dpi=120)
-    image = ax.imshow(info.task_weights, aspect="auto", cmap="viridis", vmin=0)
-    ax.set_yticks(range(len(info.task_names)), info.task_names)
-    ax.set_xticks(range(info.task_weights.shape[1]), [f"E{e}" for e in range(info.task_weights.shape[1])])
-    ax.set_title(f"task router, layer {info.layer}: expert weights per task")
+def plot_task_weights(weights: np.ndarray, task_names: list[str], layer: int, path: Path) -> None:
+    """Heatmap tasks x experts of mean task-gate weights (``weights``: (n_tasks, E))."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(task_names) + 1.5), dpi=120)
+    image = ax.imshow(weights, aspect="auto", cmap="viridis", vmin=0)
+    ax.set_yticks(range(len(task_names)), task_names)
+    ax.set_xticks(range(weights.shape[1]), [f"E{e}" for e in range(weights.shape[1])])
+    ax.set_title(f"task router, layer {layer}: expert weights per task")
     fig.colorbar(image, ax=ax)
     save_figure(fig, path)
 
 
-def plot_task_tsne(info: RoutingInsights, path: Path, seed: int) -> None:
-    """2-d t-SNE of router representations, one colour per task."""
+def plot_task_tsne(
+    representations: np.ndarray, row_task: np.ndarray, layer: int, path: Path, seed: int
+) -> None:
+    """2-d t-SNE of router representations (n_rows, E), one colour per task (``row_task``: (n_rows,))."""
     from sklearn.manifold import TSNE
 
-    perplexity = max(2.0, min(30.0, (len(info.task_repr) - 1) / 3))
+    perplexity = max(2.0, min(30.0, (len(representations) - 1) / 3))
     points = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(
-        info.task_repr
+        representations
     )
     fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=120)
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=info.repr_task, cmap="tab20", s=14)
-    ax.set_title(f"task-router representations (t-SNE), layer {info.layer}")
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=row_task, cmap="tab20", s=14)
+    ax.set_title(f"task-router representations (t-SNE), layer {layer}")
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(scatter, ax=ax, label="task")
@@ -106,11 +108,15 @@ def run(args: argparse.Namespace) -> int:
     for info in collect_routing(policy, dataset, args.tasks, args.rows, args.seed):
         entry: dict = {"layer": info.layer}
         if info.token_counts is not None:
-            plot_token_modality(info, out / f"token_modality_layer{info.layer}.png")
+            plot_token_modality(info.token_counts, info.layer, out / f"token_modality_layer{info.layer}.png")
             entry["token_counts_by_modality"] = info.token_counts.tolist()
         if info.task_weights is not None:
-            plot_task_weights(info, out / f"task_weights_layer{info.layer}.png")
-            plot_task_tsne(info, out / f"task_tsne_layer{info.layer}.png", args.seed)
+            plot_task_weights(
+                info.task_weights, info.task_names, info.layer, out / f"task_weights_layer{info.layer}.png"
+            )
+            if info.task_repr is not None:
+                path = out / f"task_tsne_layer{info.layer}.png"
+                plot_task_tsne(info.task_repr, info.repr_task, info.layer, path, args.seed)
             entry["task_weights"] = info.task_weights.tolist()
         summary["layers"].append(entry)
     matrices = {
