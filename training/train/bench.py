@@ -73,7 +73,7 @@ def bench_train(config: TrainConfig, steps: int) -> dict[str, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``t2mir bench-train``."""
     parser.add_argument("--config", required=True, help="TOML file, or a name in training/configs/")
-    parser.add_argument("overrides", nargs="*", help="field=value overrides, as for t2mir train")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, as for t2mir train")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per dispatch (after one warm-up)")
     parser.add_argument("--json", help="also write the result to this JSON file")
 
