@@ -57,6 +57,7 @@ class ActionSpec:
     """Action space: ``discrete`` with ``n`` choices, or ``continuous`` with ``dim`` bounded values."""
 
     kind: ActionKind
+    """'discrete' (one of n choices) or 'continuous' (a vector of dim bounded values)."""
     n: int | None = None
     """Number of discrete actions (discrete only)."""
     dim: int | None = None
@@ -111,9 +112,13 @@ class MoEConfig:
     task_moe: bool = True
     """Task-wise MoE on (False: the "w/o Task-MoE" ablation). Both off gives vanilla AD / DPT."""
     token_experts: int = 6
+    """Experts of the token-wise MoE (E in Eq. 2)."""
     token_top_k: int = 2
+    """Token experts each token is routed to (top-k of the noisy gate, Eq. 14)."""
     task_experts: int = 8
+    """Experts of the task-wise MoE."""
     task_top_k: int = 2
+    """Task experts mixed per position (top-k of the task router)."""
     positions: str = "top"
     """Blocks whose FFN becomes an MoE layer: 'top', 'middle', 'bottom', 'all' or comma-separated indices."""
     noisy_gating: bool = True
@@ -182,17 +187,23 @@ class T2MIRConfig:
     """Architecture, spaces and training-independent settings of a T2MIR policy."""
 
     observation: ObservationSpec
+    """Observation vector the policy reads, with its input normalisation."""
     action: ActionSpec
+    """Action space the policy acts in (size of its head)."""
     backbone: Backbone = "ad"
     """'ad' (algorithm distillation over sorted learning histories) or 'dpt' (prompt + query state)."""
     env_id: str = ""
     """Environment the policy was trained for (informative; the server reports it)."""
     d_model: int = 128
+    """Width of the token embeddings and the residual stream (even: with both MoEs on, each outputs d/2)."""
     n_layers: int = 4
+    """Transformer blocks."""
     n_heads: int = 4
+    """Attention heads per block (must divide d_model)."""
     ffn_mult: int = 4
     """Hidden width of the FFN and of every expert, as a multiple of d_model."""
     dropout: float = 0.1
+    """Dropout rate on the embeddings and on the outputs of attention, FFNs and experts (training only)."""
     max_episode_steps: int = 100
     """Largest timestep index inside one episode (size of the timestep embedding)."""
     context_episodes: int = 4
@@ -200,6 +211,7 @@ class T2MIRConfig:
     reward_scale: float = 1.0
     """Rewards are multiplied by this before embedding."""
     moe: MoEConfig = field(default_factory=MoEConfig)
+    """Token-wise and task-wise mixture-of-experts settings."""
 
     def __post_init__(self) -> None:
         if self.backbone not in ("ad", "dpt"):

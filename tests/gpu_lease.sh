@@ -81,8 +81,8 @@ mkdir -p runs/gpu
 moe_overrides() {
     case $1 in
         t2mir-ad) echo "" ;;
-        t2mir-ad-e2) echo "task_experts=2 task_top_k=2" ;;
-        ad) echo "token_moe=false task_moe=false" ;;
+        t2mir-ad-e2) echo "moe.task_experts=2 moe.task_top_k=2" ;;
+        ad) echo "moe.token_moe=false moe.task_moe=false" ;;
         *) echo "unknown variant $1" >&2; return 2 ;;
     esac
 }

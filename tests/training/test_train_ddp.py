@@ -17,9 +17,10 @@ def test_two_process_gloo_run_stays_in_sync_and_produces_a_checkpoint(tmp_path, 
     dataset = write_synthetic_dataset(tmp_path / "ds", "t2mir/PointRobot-v0", n_tasks=4, n_episodes=6)
     config = tmp_path / "ddp.toml"
     config.write_text(
-        f'dataset = "{dataset}"\nout = "{tmp_path / "run"}"\nd_model = 32\nn_layers = 1\nn_heads = 2\n'
-        "context_episodes = 2\nbatch_size = 2\nsteps = 4\nwarmup_steps = 1\nlog_every = 1\neval_episodes = 1\nthreads = 1\n"
+        f'dataset = "{dataset}"\nout = "{tmp_path / "run"}"\n'
+        "batch_size = 2\nsteps = 4\nwarmup_steps = 1\nlog_every = 1\neval_episodes = 1\nthreads = 1\n"
         f'expert_dispatch = "{dispatch}"\n'
+        "[model]\nd_model = 32\nn_layers = 1\nn_heads = 2\ncontext_episodes = 2\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     cmd = [

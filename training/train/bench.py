@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from t2mir_model import PolicyBatch, T2MIRPolicy, set_sparse_dispatch
+from t2mir_model import ConfigError, PolicyBatch, T2MIRPolicy, set_sparse_dispatch
 from training.datasets import load_dataset
 from training.train.config import TrainConfig, load_train_config
 from training.train.loop import build_optimizer, draw_batches, optimisation_step, policy_config
@@ -73,7 +73,7 @@ def bench_train(config: TrainConfig, steps: int) -> dict[str, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``t2mir bench-train``."""
     parser.add_argument("--config", required=True, help="TOML file, or a name in training/configs/")
-    parser.add_argument("overrides", nargs="*", help="field=value overrides, as for t2mir train")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, as for t2mir train")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per dispatch (after one warm-up)")
     parser.add_argument("--json", help="also write the result to this JSON file")
 
@@ -82,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     """Print dense and sparse step times and their ratio."""
     if args.steps < 1:
         raise SystemExit("t2mir bench-train: --steps must be >= 1")
-    config = load_train_config(args.config, args.overrides)
+    try:
+        config = load_train_config(args.config, args.overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"t2mir bench-train: {args.config}: {exc}") from None
     if config.threads:
         torch.set_num_threads(config.threads)
     result = bench_train(config, args.steps)

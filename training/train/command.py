@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from t2mir_model import ConfigError
 from training.train.config import load_train_config
 from training.train.loop import train
 
@@ -11,7 +12,9 @@ from training.train.loop import train
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``t2mir train``."""
     parser.add_argument("--config", required=True, help="TOML file, or a name in training/configs/")
-    parser.add_argument("overrides", nargs="*", help="field=value overrides, e.g. steps=2000 out=runs/x")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. steps=2000 moe.task_experts=2 out=runs/x"
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last exists")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -21,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the final checkpoint went."""
-    config = load_train_config(args.config, args.overrides)
+    try:
+        config = load_train_config(args.config, args.overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"t2mir train: {args.config}: {exc}") from None
     result = train(
         config, resume=not args.no_resume, progress=not args.no_progress, stop_after=args.stop_after
     )

@@ -1,21 +1,45 @@
-"""Training configuration: one frozen dataclass, loaded from TOML with ``key=value`` overrides.
+"""Training configuration: one frozen dataclass that embeds the model's own config.
 
-Configs for every family live in ``training/configs/`` (paper Tables 4 and 5, plus CPU-budget
-variants). The model part becomes the checkpoint's ``T2MIRConfig``; the rest is recorded in the
-model card.
+``TrainConfig.model`` is the policy's ``T2MIRConfig``: its architecture and mixture-of-experts
+options come from the TOML tables ``[model]`` and ``[model.moe]``; the fields the dataset fixes
+(``MODEL_FROM_DATASET``) are filled in when training opens the dataset. Configs for every family
+live in ``training/configs/`` (paper Tables 4 and 5, plus CPU-budget variants).
+
+Overrides on the command line are ``key=value``; a key is a field's dotted path or any tail of it
+that names one field only: ``steps=100``, ``model.d_model=64``, ``moe.task_experts=2``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t2mir_model import ActionSpec, ConfigError, ObservationSpec, T2MIRConfig
+from t2mir_model.config_io import (
+    build,
+    flatten,
+    matching,
+    parse_text,
+    replace_paths,
+    resolve,
+    unknown_key,
+    value_fields,
+)
 from training.datasets.sampling import AD_POOLS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+MODEL_FROM_DATASET = ("observation", "action", "env_id", "max_episode_steps")
+"""``T2MIRConfig`` fields the dataset fixes when training starts; no config file or override sets them."""
+
+
+def _model_defaults() -> T2MIRConfig:
+    """The model's own defaults, with stand-ins for the fields in ``MODEL_FROM_DATASET``."""
+    return T2MIRConfig(observation=ObservationSpec(1), action=ActionSpec("discrete", n=2))
 
 
 @dataclass(frozen=True)
@@ -26,17 +50,6 @@ class TrainConfig:
     """Dataset directory written by ``t2mir collect``."""
     out: str
     """Run directory: checkpoints, TensorBoard logs, final model."""
-    backbone: str = "ad"
-    """'ad' (Algorithm 1) or 'dpt' (Algorithm 3)."""
-    token_moe: bool = True
-    task_moe: bool = True
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    ffn_mult: int = 4
-    dropout: float = 0.1
-    context_episodes: int = 4
-    """AD: trajectories L per training segment (the served context holds L-1 past episodes + the current)."""
     ad_episodes: str = "history"
     """AD: where a segment's L episodes come from: 'history' (anywhere in the task's learning
     history, Algorithm 1) or 'prefix' (the first c episodes, c uniform in L .. all, per segment;
@@ -47,26 +60,24 @@ class TrainConfig:
     prompt_history: float = 1.0
     """DPT: prompts (and key prompts) come from the first fraction of each task's learning history,
     in collection order (1.0: any episode; 0.2: the exploring early episodes only)."""
-    token_experts: int = 6
-    token_top_k: int = 2
-    task_experts: int = 8
-    task_top_k: int = 2
-    moe_positions: str = "top"
-    w_imp: float = 0.01
-    w_load: float = 0.01
-    w_con: float = 0.01
-    momentum: float = 0.995
-    reward_scale: float = 1.0
     batch_size: int = 16
+    """Segments (AD) or prompts (DPT) per optimiser step, per process; the key batch has as many."""
     steps: int = 10000
+    """Optimiser steps of the whole run (the learning-rate schedule spans them)."""
     lr: float = 3e-4
+    """Peak AdamW learning rate, reached after the warmup."""
     weight_decay: float = 1e-4
+    """AdamW weight decay, on weight matrices only (not biases, norms or gate vectors)."""
     warmup_steps: int = 500
+    """Steps of linear learning-rate warmup from 0 to lr."""
     min_lr_ratio: float = 0.1
     """Cosine decay floor as a fraction of lr."""
     grad_clip: float = 1.0
+    """Largest global gradient norm; larger gradients are scaled down to it."""
     seed: int = 0
+    """Seed of the initial weights, of batch sampling (offset per DDP rank) and of the evaluation."""
     device: str = "cpu"
+    """Torch device to train on: 'cpu', 'cuda', 'cuda:1', ..."""
     threads: int = 0
     """torch threads per process (0: leave torch's default)."""
     expert_dispatch: str = "dense"
@@ -74,77 +85,109 @@ class TrainConfig:
     expert on its selected tokens only, same mixture up to float rounding, faster where the expert
     banks dominate a step (CPU). Training only; evaluation and serving are always dense."""
     log_every: int = 50
+    """Write losses, learning rate and routing statistics to TensorBoard every N steps."""
     checkpoint_every: int = 1000
+    """Save a resumable OUT/last every N steps."""
     eval_every: int = 0
     """Run an in-context evaluation on held-out tasks every N steps (0: only at the end)."""
     eval_episodes: int = 10
+    """Episodes per held-out task in each in-context evaluation."""
     eval_sample: bool = True
     """Discrete actions are sampled (seeded, reproducible) rather than argmax during evaluation."""
     final_eval: bool = True
+    """Evaluate on the held-out tasks after the last step (OUT/eval.json, metrics in the model card)."""
+    model: T2MIRConfig = field(default_factory=_model_defaults)
+    """The policy's config, the model package's own ``T2MIRConfig``: architecture (``[model]``) and
+    mixture-of-experts options (``[model.moe]``, ``MoEConfig``). Its fields in ``MODEL_FROM_DATASET``
+    hold stand-ins here; ``model_config`` fills them from the dataset."""
 
     def __post_init__(self) -> None:
-        if self.backbone not in ("ad", "dpt"):
-            raise ValueError(f"backbone: must be 'ad' or 'dpt', got {self.backbone!r}")
-        for name in ("batch_size", "steps", "context_episodes", "n_queries", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "steps", "n_queries", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.expert_dispatch not in ("dense", "sparse"):
-            raise ValueError(f"expert_dispatch: must be 'dense' or 'sparse', got {self.expert_dispatch!r}")
+            raise ConfigError("expert_dispatch", f"must be 'dense' or 'sparse', got {self.expert_dispatch!r}")
         if self.ad_episodes not in AD_POOLS:
-            raise ValueError(f"ad_episodes: must be one of {AD_POOLS}, got {self.ad_episodes!r}")
+            raise ConfigError("ad_episodes", f"must be one of {AD_POOLS}, got {self.ad_episodes!r}")
         if not 0 < self.prompt_history <= 1:
-            raise ValueError(f"prompt_history: must be in (0, 1], got {self.prompt_history}")
+            raise ConfigError("prompt_history", f"must be in (0, 1], got {self.prompt_history}")
         if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"warmup_steps: must be in [0, steps], got {self.warmup_steps}")
+            raise ConfigError("warmup_steps", f"must be in [0, steps], got {self.warmup_steps}")
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
+        """A validated config from tables laid out as a TOML config file (``model`` and
+        ``model.moe`` nested), then ``key=value`` overrides; unknown keys are refused."""
+        values = flatten(data)
+        settable = settable_fields()
+        for path in values:
+            if path not in settable:
+                raise _refused(path, settable)
+        return build(cls, {**values, **parse_overrides(overrides)})
+
+    def override(self, changes: Mapping[str, object]) -> TrainConfig:
+        """A validated copy with some fields changed; keys as in overrides (``steps``,
+        ``model.d_model``, ``moe.task_experts``), values already typed."""
+        return replace_paths(self, {settable_path(key): value for key, value in changes.items()})
+
+    def model_config(
+        self, observation: ObservationSpec, action: ActionSpec, env_id: str, max_episode_steps: int
+    ) -> T2MIRConfig:
+        """The policy's config for a dataset: ``model`` with its dataset-derived fields filled in."""
+        return self.model.replace(
+            observation=observation, action=action, env_id=env_id, max_episode_steps=max_episode_steps
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for the model card and TensorBoard)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict in the layout of a config file (for the model card)."""
+        data = dataclasses.asdict(self)
+        for name in MODEL_FROM_DATASET:
+            del data["model"][name]
+        return data
 
 
-def _coerce(field: dataclasses.Field, raw: str) -> Any:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    if kind == "bool":
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{field.name}: expected true/false, got {raw!r}")
-    if kind == "int":
-        return int(raw)
-    if kind == "float":
-        return float(raw)
-    return raw
+def _from_dataset(path: str) -> bool:
+    return any(path == f"model.{name}" or path.startswith(f"model.{name}.") for name in MODEL_FROM_DATASET)
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """['steps=100', 'lr=1e-3'] -> typed values; unknown keys are refused."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    out: dict[str, Any] = {}
+def settable_fields() -> dict[str, object]:
+    """Dotted path -> type of every field a config file or an override may set."""
+    return {path: kind for path, kind in value_fields(TrainConfig).items() if not _from_dataset(path)}
+
+
+def _refused(path: str, settable: Mapping[str, object]) -> ConfigError:
+    """The error for a path that is not settable: dataset-derived, or unknown."""
+    if _from_dataset(path):
+        return ConfigError(path, "comes from the dataset, not from the config")
+    return unknown_key(path, settable)
+
+
+def settable_path(key: str) -> str:
+    """The full path of an override key: a path, or an unambiguous tail of one (``moe.task_experts``)."""
+    settable = settable_fields()
+    if matching(key, settable):
+        return resolve(key, settable)
+    raise _refused(resolve(key, value_fields(TrainConfig)), settable)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, object]:
+    """``['steps=100', 'moe.task_experts=2']`` -> full path -> typed value; unknown keys are refused."""
+    settable = settable_fields()
+    out: dict[str, object] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        if key not in fields:
-            raise ValueError(f"override {item!r}: unknown field {key!r}")
-        out[key] = _coerce(fields[key], raw)
+            raise ConfigError(item, "an override is key=value")
+        path = settable_path(key)
+        out[path] = parse_text(path, settable[path], raw)
     return out
 
 
-def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a TOML config (a bare name looks in training/configs/) and apply overrides."""
     candidate = Path(path)
     if not candidate.exists() and (CONFIG_DIR / f"{path}.toml").exists():
         candidate = CONFIG_DIR / f"{path}.toml"
     with open(candidate, "rb") as f:
         data = tomllib.load(f)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{candidate}: unknown field(s) {unknown}")
-    data.update(parse_overrides(overrides or []))
-    return TrainConfig(**data)
+    return TrainConfig.from_dict(data, overrides)

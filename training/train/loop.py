@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from t2mir_model import (
     ActionSpec,
     LossOutput,
-    MoEConfig,
     ObservationSpec,
     PolicyBatch,
     T2MIRConfig,
@@ -82,7 +81,8 @@ def observation_stats(dataset: LearningHistoryDataset) -> tuple[tuple[float, ...
 
 
 def policy_config(config: TrainConfig, dataset: LearningHistoryDataset) -> T2MIRConfig:
-    """The model config a training run produces."""
+    """The model config a training run produces: ``config.model`` with the dataset's spaces,
+    observation statistics, environment and horizon."""
     env = dataset.manifest["env"]
     if dataset.action_kind == "discrete":
         action = ActionSpec("discrete", n=dataset.action_n)
@@ -91,33 +91,8 @@ def policy_config(config: TrainConfig, dataset: LearningHistoryDataset) -> T2MIR
             "continuous", dim=dataset.act_dim, low=tuple(env["action_low"]), high=tuple(env["action_high"])
         )
     mean, std = observation_stats(dataset)
-    moe = MoEConfig(
-        token_moe=config.token_moe,
-        task_moe=config.task_moe,
-        token_experts=config.token_experts,
-        token_top_k=config.token_top_k,
-        task_experts=config.task_experts,
-        task_top_k=config.task_top_k,
-        positions=config.moe_positions,
-        w_imp=config.w_imp,
-        w_load=config.w_load,
-        w_con=config.w_con,
-        momentum=config.momentum,
-    )
-    return T2MIRConfig(
-        observation=ObservationSpec(dataset.obs_dim, mean=mean, std=std),
-        action=action,
-        backbone=config.backbone,
-        env_id=dataset.env_id,
-        d_model=config.d_model,
-        n_layers=config.n_layers,
-        n_heads=config.n_heads,
-        ffn_mult=config.ffn_mult,
-        dropout=config.dropout,
-        max_episode_steps=dataset.horizon,
-        context_episodes=config.context_episodes,
-        reward_scale=config.reward_scale,
-        moe=moe,
+    return config.model_config(
+        ObservationSpec(dataset.obs_dim, mean=mean, std=std), action, dataset.env_id, dataset.horizon
     )
 
 
@@ -137,8 +112,8 @@ def draw_batches(
 ) -> tuple[PolicyBatch, PolicyBatch]:
     """One (batch, key batch) pair on ``config.device``, sampled as Algorithm 1 (AD) or 3 (DPT) does."""
     sample = (
-        dataset.sample_ad(rng, config.batch_size, config.context_episodes, config.ad_episodes)
-        if config.backbone == "ad"
+        dataset.sample_ad(rng, config.batch_size, config.model.context_episodes, config.ad_episodes)
+        if config.model.backbone == "ad"
         else dataset.sample_dpt(rng, config.batch_size, config.n_queries, config.prompt_history)
     )
     batch, keys = to_policy_batches(sample, dataset.action_kind == "discrete", rng)
