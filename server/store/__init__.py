@@ -20,10 +20,12 @@ from server.store.models import (
     SessionMeta,
     SessionState,
     StepRecord,
-    apply_retention,
+    episode_return_after,
     is_valid_session_id,
     meta_after_append,
     normalize_record,
+    retain,
+    state_after_append,
     validate_session_id,
 )
 from server.store.protocol import SessionStore
@@ -45,10 +47,12 @@ __all__ = [
     "StepRecord",
     "StoreError",
     "StoreUnavailable",
-    "apply_retention",
+    "episode_return_after",
     "is_unavailable_error",
     "is_valid_session_id",
     "meta_after_append",
     "normalize_record",
+    "retain",
+    "state_after_append",
     "validate_session_id",
 ]
