@@ -21,30 +21,12 @@ class AppContext:
     """Settings, store, models, services and metrics of one app (no module-level state)."""
 
     settings: ServerSettings
-    deps: SessionDeps
+    metrics: ServerMetrics
+    store: SessionStore
+    registry: ModelRegistry
     sessions: SessionService
     acts: ActService
     auth: Authenticator
-
-    @property
-    def store(self) -> SessionStore:
-        """The session store."""
-        return self.deps.store
-
-    @property
-    def registry(self) -> ModelRegistry:
-        """The loaded models."""
-        return self.deps.registry
-
-    @property
-    def metrics(self) -> ServerMetrics:
-        """The server's Prometheus metrics."""
-        return self.deps.metrics
-
-    @property
-    def mirror(self) -> HistoryMirror:
-        """This process's mirrors of session histories."""
-        return self.deps.mirror
 
     @classmethod
     def build(cls, settings: ServerSettings, store: SessionStore | None = None) -> AppContext:
@@ -57,9 +39,8 @@ class AppContext:
         mirror = HistoryMirror(settings.mirror_sessions)
         deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks())
         metrics.bind(sessions_active=lambda: len(mirror), slots_used=registry.slots_used)
-        return cls(
-            settings, deps, SessionService(deps), ActService(deps), Authenticator(settings.key_values())
-        )
+        sessions, acts = SessionService(deps), ActService(deps)
+        return cls(settings, metrics, store, registry, sessions, acts, Authenticator(settings.key_values()))
 
 
 def _store_from(settings: ServerSettings) -> SessionStore:

@@ -1,9 +1,10 @@
 """In-process session store: the embedded default for single-process use (demo, laptop, tests).
 
 Same protocol and semantics as the Redis store. Each session is an immutable `_Entry`; a write
-builds the new entry completely (validation, JSON encoding, `state_after_append`) and then swaps
-it in under a lock, so a failing call changes nothing and concurrent callers (tasks or threads)
-never see a half-applied append. Returned objects are copies: callers may mutate them freely.
+builds the new entry completely (arguments checked by `CheckedStore`, then `state_after_append`)
+and then swaps it in under a lock, so a failing call changes nothing and concurrent callers
+(tasks or threads) never see a half-applied append. Returned objects are copies: callers may
+mutate them freely.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from server.store.checked import CheckedStore
 from server.store.errors import SessionExists
 from server.store.models import (
     AppendOutcome,
@@ -22,11 +24,7 @@ from server.store.models import (
     SessionMeta,
     SessionState,
     StepRecord,
-    dumps_json,
-    is_valid_session_id,
-    normalize_record,
     state_after_append,
-    validate_session_id,
 )
 
 
@@ -34,13 +32,13 @@ from server.store.models import (
 class _Entry:
     """One session. Everything but ``expires_at`` is replaced, never mutated."""
 
-    state: SessionState  # its meta's metadata / last_response are served from the JSON copies
+    state: SessionState  # its meta's metadata is a placeholder: see metadata_json
     metadata_json: str
-    last_response_json: str | None
+    last_response_json: str | None  # what copies of state.meta.last_response are made from
     expires_at: float | None
 
 
-class MemorySessionStore:
+class MemorySessionStore(CheckedStore):
     """Dict-backed `SessionStore` with a lazily enforced idle TTL.
 
     Args:
@@ -91,17 +89,14 @@ class MemorySessionStore:
     @classmethod
     def _meta_out(cls, entry: _Entry) -> SessionMeta:
         meta = entry.state.meta
+        last_response = cls._last_response(entry)
         metadata = json.loads(entry.metadata_json)
-        return replace(
-            meta, metadata=metadata, last_response=cls._last_response(entry), returns=list(meta.returns)
-        )
+        return replace(meta, metadata=metadata, last_response=last_response, returns=list(meta.returns))
 
-    # -- protocol ----------------------------------------------------------------------------
+    # -- backend (arguments checked by `CheckedStore`) ---------------------------------------
 
-    async def create(self, meta: SessionMeta) -> None:
-        """Store a new empty session; raise `SessionExists` / `InvalidSessionId` / `InvalidRecord`."""
-        session_id = validate_session_id(meta.session_id)
-        metadata_json = dumps_json(meta.metadata, "metadata")
+    async def _create(self, meta: SessionMeta, metadata_json: str) -> None:
+        session_id = meta.session_id
         identity = (meta.owner, meta.model, meta.model_version, meta.backbone, meta.retention)
         fresh = SessionMeta(session_id, *identity, created_at=float(meta.created_at))
         with self._lock:
@@ -111,10 +106,8 @@ class MemorySessionStore:
             state = SessionState(fresh, [], [])
             self._sessions[session_id] = _Entry(state, metadata_json, None, self._deadline())
 
-    async def load(self, session_id: str) -> SessionState | None:
+    async def _load(self, session_id: str) -> SessionState | None:
         """Full state (copies) or None; refreshes the TTL."""
-        if not is_valid_session_id(session_id):
-            return None
         with self._lock:
             entry = self._live(session_id)
             if entry is None:
@@ -123,26 +116,14 @@ class MemorySessionStore:
         episodes = [Episode(e.index, e.ret, [r.copy() for r in e.records]) for e in entry.state.episodes]
         return SessionState(self._meta_out(entry), episodes, [r.copy() for r in entry.state.current])
 
-    async def get_meta(self, session_id: str) -> SessionMeta | None:
-        """Metadata with progress fields, or None; does not touch the TTL."""
-        if not is_valid_session_id(session_id):
-            return None
+    async def _get_meta(self, session_id: str) -> SessionMeta | None:
         with self._lock:
             entry = self._live(session_id)
         return None if entry is None else self._meta_out(entry)
 
-    async def append(
-        self,
-        session_id: str,
-        record: StepRecord,
-        response: dict[str, Any],
-        created_at: float | None = None,
+    async def _append(
+        self, session_id: str, rec: StepRecord, response_json: str, created_at: float | None
     ) -> AppendOutcome:
-        """Atomic, idempotent append keyed on ``record.step`` (see `SessionStore.append`)."""
-        rec = normalize_record(record)
-        response_json = dumps_json(response, "response")
-        if not is_valid_session_id(session_id):
-            return AppendOutcome("missing")
         with self._lock:
             entry = self._live(session_id)
             if entry is None:
@@ -155,11 +136,11 @@ class MemorySessionStore:
                 return AppendOutcome("duplicate", response=self._last_response(entry))
             if rec.step != meta.next_step:
                 return AppendOutcome("conflict", next_step=meta.next_step)
-            state = state_after_append(entry.state, rec, response)
+            state = state_after_append(entry.state, rec, json.loads(response_json))
             self._sessions[session_id] = _Entry(state, entry.metadata_json, response_json, entry.expires_at)
         return AppendOutcome("appended")
 
-    async def delete(self, session_id: str) -> bool:
+    async def _delete(self, session_id: str) -> bool:
         """Remove the session; True if it existed (and had not expired)."""
         with self._lock:
             existed = self._live(session_id) is not None

@@ -102,7 +102,7 @@ def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app
     assert client.get("/sessions/f1").json() == before
     engine = ctx.registry.resolve("darkroom-test").engine
     assert not engine.is_cached_at(("f1", before["created_at"]), 0, 4)  # it ran ahead: slot dropped
-    assert ctx.mirror.get("f1") is None
+    assert ctx.sessions.deps.mirror.get("f1") is None
     assert first + actions(client, "f1", range(4, 8)) == reference
 
 
@@ -110,11 +110,11 @@ def test_lost_race_at_append_is_a_conflict_or_the_stored_answer(app_client):
     client, faulty, ctx = app_client
     recreate(client, "f2")
     actions(client, "f2", range(0, 3))
-    ctx.mirror.drop("f2")  # the act reads the store, so the race is lost after that read
+    ctx.sessions.deps.mirror.drop("f2")  # the act reads the store, so the race is lost after that read
     faulty.next_append = AppendOutcome("conflict", next_step=5)
     response = act(client, "f2", 3)
     assert response.status_code == 409 and response.json()["error"]["expected_step"] == 5
-    assert ctx.mirror.get("f2") is None
+    assert ctx.sessions.deps.mirror.get("f2") is None
     stored = {"session_id": "f2", "step": 3, "episode": 0, "action": 4}
     faulty.next_append = AppendOutcome("duplicate", response=stored)
     response = act(client, "f2", 3)
@@ -131,12 +131,12 @@ def test_stale_mirror_never_stores_a_step(app_client):
     reference = actions(client, "f3", range(0, 6))
     recreate(client, "f3")
     actions(client, "f3", range(0, 3))
-    entry = ctx.mirror.get("f3")
+    entry = ctx.sessions.deps.mirror.get("f3")
     created_at = entry.created_at
     stored = {"session_id": "f3", "step": 3, "episode": 0, "action": reference[3]}
     record = StepRecord(3, [3.0, 1.0], 0.25, reference[3], False)
     assert client.portal.call(ctx.store.append, "f3", record, stored).status == "appended"
-    assert ctx.mirror.get("f3") is entry  # the server does not know yet
+    assert ctx.sessions.deps.mirror.get("f3") is entry  # the server does not know yet
     response = act(client, "f3", 3)  # the client retries the step the other process answered
     assert response.status_code == 200
     assert {k: v for k, v in response.json().items() if k != "timings"} == stored
@@ -151,10 +151,10 @@ def test_stale_mirror_never_stores_a_step(app_client):
         reward = None if step == 0 else 0.0
         r = StepRecord(step, obs, reward, 0, False)
         assert client.portal.call(ctx.store.append, "f3", r, {"step": step}).status == "appended"
-    assert ctx.mirror.get("f3").next_step == 6
+    assert ctx.sessions.deps.mirror.get("f3").next_step == 6
     response = act(client, "f3", 6)
     assert response.status_code == 200
-    assert ctx.mirror.get("f3").created_at == meta.created_at != created_at
+    assert ctx.sessions.deps.mirror.get("f3").created_at == meta.created_at != created_at
     assert client.get("/sessions/f3").json()["step"] == 7
 
 
