@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
@@ -84,6 +85,42 @@ def test_timings_follow_the_schema_and_fit_in_the_total(app_client):
         assert all(v >= 0.0 for v in timings.values())
         assert sum(v for k, v in timings.items() if k != "total") <= timings["total"] + 0.01
     assert timings["forward"] > 0.0
+
+
+def store_calls(client) -> dict[str, float]:
+    """How many calls of each store operation the server has made (from ``/metrics``)."""
+    text = client.get("/metrics").text
+    return {
+        sample.labels["op"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "t2mir_store_latency_seconds_count"
+    }
+
+
+def calls_during(client, acts) -> dict[str, float]:
+    """The store calls made while ``acts()`` runs, by operation."""
+    before = store_calls(client)
+    acts()
+    after = store_calls(client)
+    return {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)}
+
+
+def test_acts_on_the_mirror_cost_one_store_call_and_a_rebuild_one_more(app_client):
+    """The act path's round trips: an act for the step after one this process answered is its
+    append alone (closing an episode included); without the mirror, one ``load`` comes first."""
+    client, _, ctx = app_client
+    recreate(client, "r1", "short-test")
+
+    def play(steps: range) -> None:
+        for step in steps:
+            response = act(client, "r1", step, start=0 if step < 5 else 5, done=step == 4)
+            assert response.status_code == 200, response.text
+
+    assert calls_during(client, lambda: play(range(0, 1))) == {"load": 1, "append": 1}
+    assert calls_during(client, lambda: play(range(1, 5))) == {"append": 4}
+    ctx.sessions.deps.mirror.drop("r1")
+    assert calls_during(client, lambda: play(range(5, 6))) == {"load": 1, "append": 1}
 
 
 def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app_client):
