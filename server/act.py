@@ -1,23 +1,29 @@
 """The act flow: one step of one session, from a parsed body to an acknowledged answer.
 
 Per session, acts are serialised by an asyncio lock (FIFO) in this process; across replicas the
-store's atomic append (step check in one Lua script) decides. The flow:
+store's atomic append (step and creation-time check in one Lua script) decides. An act is one
+pass of read -> check -> validate -> run -> append:
 
-1. read the session (``get_meta`` when a mirror exists, else ``load``); unknown or another
-   owner's -> 404; ``step`` equal to the last stored step -> the stored answer (idempotent retry);
-   any other step than the next one -> 409 with ``expected_step``;
-2. validate against the model (shape, reward rules, episode length) -> 422;
-3. make sure the mirror matches the store (step and creation time), else rebuild it from ``load``;
+1. read (`ActService.read`): when this process answered the session's previous step and the act
+   is for exactly its next step (same owner), the mirror stands in for the store: no round trip,
+   and the read is *fenced*. Otherwise ``load`` (metadata and records, from which the mirror is
+   rebuilt): not fenced.
+2. check: unknown or another owner's -> 404; ``step`` equal to the last stored step -> the
+   stored answer (idempotent retry); any other step than the next one -> 409 with
+   ``expected_step``;
+3. validate against the model (shape, reward rules, episode length) -> 422; a model version not
+   loaded here -> 409;
+4. run: ``done`` needs no forward; otherwise the engine picks a_t through the batcher;
+5. append the record with the answer, fenced on the step and the session's creation time; only
+   "appended" commits the mirror. "duplicate" (another replica stored this step first) returns
+   the stored answer; "conflict" -> 409; "missing" -> 404; store down -> 503. Whenever the engine
+   ran but the store did not take its step, the engine slot is dropped.
 
-   Fast path: when this process answered the session's previous step, its mirror holds the
-   store's metadata as of now unless another process moved the session on; an act for exactly the
-   mirror's next step then skips the read (steps 1-3 run on the mirror's copy). The append below
-   is fenced on the step and the session's creation time, so a stale mirror can never store a
-   step: the act is redone from step 1 with a read (its forward is wasted, its answer never sent).
-4. ``done``: no forward; otherwise the engine picks a_t through the batcher;
-5. ``append`` the record with the answer; only "appended" commits the mirror. "duplicate" (another
-   replica stored this step first) returns the stored answer; "conflict" -> 409; store down -> 503.
-   Whenever the engine ran but the store did not take its step, the engine slot is dropped.
+A fenced read answers nothing but an appended step. Its metadata is the store's as of this
+process's last append, which another process may have moved on since (or deleted and created
+again), so a refusal at steps 2-3 and a "conflict" or "missing" at step 5 are decided again by one
+more pass of the same flow without the mirror, from a read of the store (the first pass's
+forward is wasted, its answer never sent): a stale mirror never stores a step.
 
 Nothing is acknowledged before the store has it, and an error never changes the stored session.
 The work runs in a task shielded from the caller's cancellation, so a client that disconnects
@@ -30,6 +36,8 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,8 +47,15 @@ from server.errors import ApiError, from_pydantic
 from server.mirror import MirrorEntry, action_value, advance, close, entry_from_state, obs_tensor, observed
 from server.registry import LoadedModel
 from server.schemas import ActBody
-from server.sessions import SessionService, action_noise_of, derive_seed, not_found, sampling_of
-from server.store import InvalidRecord, SessionMeta, SessionState, StepRecord, meta_after_append
+from server.sessions import SessionDeps, action_noise_of, derive_seed, not_found, sampling_of
+from server.store import (
+    InvalidRecord,
+    SessionMeta,
+    SessionState,
+    StepRecord,
+    episode_return_after,
+    meta_after_append,
+)
 from t2mir_model.engine import ActRequest
 from t2mir_model.exploration import explore
 
@@ -103,11 +118,46 @@ def validate_act(body: ActBody, meta: SessionMeta, model: LoadedModel) -> None:
         )
 
 
+@dataclass(frozen=True)
+class SessionRead:
+    """A session as one act reads it (`ActService.read`)."""
+
+    meta: SessionMeta | None
+    """The session's metadata; None: unknown."""
+    fenced: bool
+    """True: this process's mirror stood in for the store, which may have moved on since; the
+    act may only append (fenced on step and creation time), anything else is decided again from
+    a read of the store."""
+    entry: MirrorEntry | None = None
+    """The mirror's entry (fenced reads)."""
+    state: SessionState | None = None
+    """The store's state (reads that are not fenced)."""
+
+    def history(self, discrete: bool) -> MirrorEntry:
+        """What the engine runs on: the mirror's entry, or one rebuilt from the store's records."""
+        if self.entry is not None:
+            return self.entry
+        assert self.state is not None, "an unknown session has no history"
+        return entry_from_state(self.state, discrete)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a run produced: the record and response to append, and how the mirror moves on."""
+
+    record: StepRecord
+    response: dict[str, Any]
+    ran_engine: bool
+    """False for ``done`` (no forward): no engine slot ran ahead of the store."""
+    mirror_after: Callable[[SessionMeta], MirrorEntry]
+    """The mirror's entry once the store holds the record, given the metadata it then holds."""
+
+
 class ActService:
     """``POST /sessions/{id}/act`` and WebSocket acts."""
 
-    def __init__(self, sessions: SessionService) -> None:
-        self.s = sessions
+    def __init__(self, deps: SessionDeps) -> None:
+        self.deps = deps
         self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
 
     async def act(self, owner: str, session_id: str, body: ActBody, t0: float) -> dict[str, Any]:
@@ -127,26 +177,70 @@ class ActService:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
 
-    def _check(
-        self, meta: SessionMeta | None, owner: str, session_id: str, body: ActBody
-    ) -> dict[str, Any] | None:
-        """404 / 409 checks; returns the stored answer for a retried step."""
-        if meta is None or meta.owner != owner:
-            raise not_found(session_id)
-        if meta.last_step is not None and body.step == meta.last_step and meta.last_response is not None:
-            return dict(meta.last_response)
-        if body.step != meta.next_step:
-            raise ApiError(
-                409,
-                "step_conflict",
-                f"step {body.step} is out of order: the session expects step {meta.next_step}",
-                field="step",
-                expected_step=meta.next_step,
-            )
-        return None
+    async def read(self, session_id: str, owner: str, step: int, use_mirror: bool = True) -> SessionRead:
+        """The session as an act at ``step`` by ``owner`` needs it: the mirror's entry (fenced) when
+        it can stand in for the store, else the store's state (one ``load``)."""
+        entry = self.deps.mirror.get(session_id) if use_mirror else None
+        if (
+            entry is not None
+            and entry.meta is not None
+            and entry.meta.owner == owner
+            and step == entry.next_step
+        ):
+            return SessionRead(entry.meta, fenced=True, entry=entry)
+        state = await self.deps.timed("load", self.deps.store.load(session_id))
+        return SessionRead(None if state is None else state.meta, fenced=False, state=state)
+
+    async def _act(self, owner: str, session_id: str, body: ActBody, t0: float) -> dict[str, Any]:
+        timings = {
+            "parse": (time.perf_counter() - t0) * 1000.0,
+            "store_read": 0.0,
+            "queue_wait": 0.0,
+            "forward": 0.0,
+            "handoff": 0.0,
+            "store_write": 0.0,
+        }
+        async with self.deps.locks.hold(session_id):
+            try:
+                return await self._pass(owner, session_id, body, timings, t0, use_mirror=True)
+            except _StaleMirror:
+                timings.update(queue_wait=0.0, forward=0.0, handoff=0.0, store_write=0.0)
+                return await self._pass(owner, session_id, body, timings, t0, use_mirror=False)
+
+    async def _pass(
+        self,
+        owner: str,
+        session_id: str,
+        body: ActBody,
+        timings: dict[str, float],
+        t0: float,
+        use_mirror: bool,
+    ) -> dict[str, Any]:
+        """read -> check -> validate -> run -> append; raises `_StaleMirror` where a fenced read's
+        answer could differ from the store's."""
+        t_read = time.perf_counter()
+        read = await self.read(session_id, owner, body.step, use_mirror)
+        if not read.fenced:
+            timings["store_read"] = (time.perf_counter() - t_read) * 1000.0
+        try:
+            stored = _check(read.meta, owner, session_id, body)
+            if stored is not None:  # never for a fenced read: the mirror stands in for its next step only
+                return _finish(stored, timings, t0)
+            assert read.meta is not None
+            meta = read.meta
+            model = self._model(meta)
+            validate_act(body, meta, model)
+        except ApiError as exc:
+            if read.fenced:
+                raise _StaleMirror from exc
+            raise
+        model.last_used = time.monotonic()
+        entry = read.history(model.discrete)
+        answer = await self._run(session_id, body, meta, model, entry, timings)
+        return await self._append(session_id, meta, model, answer, read.fenced, timings, t0)
 
     def _model(self, meta: SessionMeta) -> LoadedModel:
-        model = self.s.registry.get(meta.model, meta.model_version)
+        model = self.deps.registry.get(meta.model, meta.model_version)
         if model is None:
             raise ApiError(
                 409,
@@ -155,66 +249,7 @@ class ActService:
             )
         return model
 
-    async def _act(self, owner: str, session_id: str, body: ActBody, t0: float) -> dict[str, Any]:
-        s = self.s
-        t_start = time.perf_counter()
-        timings = {
-            "parse": (t_start - t0) * 1000.0,
-            "store_read": 0.0,
-            "queue_wait": 0.0,
-            "forward": 0.0,
-            "handoff": 0.0,
-            "store_write": 0.0,
-        }
-        async with s.locks.hold(session_id):
-            entry = s.mirror.get(session_id)
-            if entry is not None and _fast_path(entry, owner, body):
-                try:
-                    return await self._fast(session_id, body, entry, timings, t0)
-                except _StaleMirror:
-                    entry = None
-                    timings.update(queue_wait=0.0, forward=0.0, handoff=0.0, store_write=0.0)
-            t_read = time.perf_counter()
-            state: SessionState | None = None
-            if entry is None:
-                state = await s.timed("load", s.store.load(session_id))
-                meta = state.meta if state is not None else None
-            else:
-                meta = await s.timed("get_meta", s.store.get_meta(session_id))
-            stored = self._check(meta, owner, session_id, body)
-            assert meta is not None
-            if stored is None and state is None and (entry is None or not _matches(entry, meta)):
-                state = await s.timed("load", s.store.load(session_id))  # another replica moved it on
-                meta = state.meta if state is not None else None
-                stored = self._check(meta, owner, session_id, body)
-                assert meta is not None
-            timings["store_read"] = (time.perf_counter() - t_read) * 1000.0
-            if stored is not None:
-                return _finish(stored, timings, t0)
-            model = self._model(meta)
-            validate_act(body, meta, model)
-            if state is not None:
-                entry = entry_from_state(state, model.discrete)
-            assert entry is not None
-            model.last_used = time.monotonic()
-            return await self._step(session_id, body, meta, model, entry, timings, t0, fenced=False)
-
-    async def _fast(
-        self, session_id: str, body: ActBody, entry: MirrorEntry, timings: dict[str, float], t0: float
-    ) -> dict[str, Any]:
-        """The act on the mirror's copy of the metadata; raises `_StaleMirror` wherever the store's
-        own copy could answer differently (then the caller redoes the act from a read)."""
-        meta = entry.meta
-        assert meta is not None
-        try:
-            model = self._model(meta)
-            validate_act(body, meta, model)
-        except ApiError as exc:
-            raise _StaleMirror from exc
-        model.last_used = time.monotonic()
-        return await self._step(session_id, body, meta, model, entry, timings, t0, fenced=True)
-
-    async def _step(
+    async def _run(
         self,
         session_id: str,
         body: ActBody,
@@ -222,71 +257,88 @@ class ActService:
         model: LoadedModel,
         entry: MirrorEntry,
         timings: dict[str, float],
-        t0: float,
-        fenced: bool,
-    ) -> dict[str, Any]:
-        """Run the engine (unless ``done``) and append; ``fenced``: the metadata came from the
-        mirror, so an append the store refuses as out of step raises `_StaleMirror`."""
-        s = self.s
-        key = (session_id, meta.created_at)
+    ) -> _Answer:
+        """The answer to the act: ``done`` closes the episode, anything else asks the engine."""
         response: dict[str, Any] = {"session_id": session_id, "step": body.step, "episode": meta.episode}
         if body.done:
             reward = float(body.reward)  # type: ignore[arg-type]
-            ret = meta.episode_return + reward
-            response.update(action=None, episode_return=ret)
+            response.update(action=None, episode_return=episode_return_after(meta, reward))
             record = StepRecord(body.step, body.observation, reward, None, True)
-            new_entry = close(
-                entry, reward, ret, model.retention, body.step, meta_after_append(meta, record, response)
+            return _Answer(
+                record,
+                response,
+                ran_engine=False,
+                mirror_after=lambda after: close(
+                    entry, reward, after.returns[-1], meta.retention, body.step, after
+                ),
             )
-            ran_engine = False
-        else:
-            history = observed(entry, obs_tensor(body.observation), body.reward)
-            seed = None if sampling_of(meta) == "greedy" else derive_seed(session_id, body.step)
-            t_submit = time.perf_counter()
-            try:
-                served = await model.batcher.submit(ActRequest(key, history, seed))
-            except BatcherClosed as exc:
-                raise ApiError(
-                    503,
-                    "shutting_down",
-                    "this model version is shutting down; retry",
-                    headers={"Retry-After": "1"},
-                ) from exc
-            except Exception as exc:
-                log.exception("engine failed", extra={"session": session_id, "step": body.step})
-                s.mirror.drop(session_id)
-                raise ApiError(500, "engine_error", f"the engine failed: {type(exc).__name__}") from exc
-            timings["queue_wait"] = served.queue_wait * 1000.0
-            timings["forward"] = served.forward * 1000.0
-            waited = time.perf_counter() - t_submit - served.queue_wait - served.forward
-            timings["handoff"] = max(waited, 0.0) * 1000.0
-            action = served.result.action
-            noise = action_noise_of(meta)
-            if noise > 0:
-                action = explore(action, model.config.action, noise, derive_seed(session_id, body.step))
-            value = action_value(action)
-            response["action"] = value
-            record = StepRecord(body.step, body.observation, body.reward, value, False)
-            new_entry = advance(entry, history, action, body.step, meta_after_append(meta, record, response))
-            ran_engine = True
+        history = observed(entry, obs_tensor(body.observation), body.reward)
+        seed = None if sampling_of(meta) == "greedy" else derive_seed(session_id, body.step)
+        t_submit = time.perf_counter()
+        try:
+            served = await model.batcher.submit(ActRequest((session_id, meta.created_at), history, seed))
+        except BatcherClosed as exc:
+            raise ApiError(
+                503,
+                "shutting_down",
+                "this model version is shutting down; retry",
+                headers={"Retry-After": "1"},
+            ) from exc
+        except Exception as exc:
+            log.exception("engine failed", extra={"session": session_id, "step": body.step})
+            self.deps.mirror.drop(session_id)
+            raise ApiError(500, "engine_error", f"the engine failed: {type(exc).__name__}") from exc
+        timings["queue_wait"] = served.queue_wait * 1000.0
+        timings["forward"] = served.forward * 1000.0
+        waited = time.perf_counter() - t_submit - served.queue_wait - served.forward
+        timings["handoff"] = max(waited, 0.0) * 1000.0
+        action = served.result.action
+        noise = action_noise_of(meta)
+        if noise > 0:
+            action = explore(action, model.config.action, noise, derive_seed(session_id, body.step))
+        value = action_value(action)
+        response["action"] = value
+        record = StepRecord(body.step, body.observation, body.reward, value, False)
+        return _Answer(
+            record,
+            response,
+            ran_engine=True,
+            mirror_after=lambda after: advance(entry, history, action, body.step, after),
+        )
+
+    async def _append(
+        self,
+        session_id: str,
+        meta: SessionMeta,
+        model: LoadedModel,
+        answer: _Answer,
+        fenced: bool,
+        timings: dict[str, float],
+        t0: float,
+    ) -> dict[str, Any]:
+        """Store the answer (fenced on step and creation time) and commit the mirror; ``fenced``:
+        the metadata came from the mirror, so a refusal as out of step raises `_StaleMirror`."""
+        deps = self.deps
+        record, response = answer.record, answer.response
+        engine = model if answer.ran_engine else None  # its slot ran ahead of the store
         t_write = time.perf_counter()
         try:
-            outcome = await s.timed(
-                "append", s.store.append(session_id, record, response, created_at=meta.created_at)
+            outcome = await deps.timed(
+                "append", deps.store.append(session_id, record, response, created_at=meta.created_at)
             )
         except Exception as exc:  # not stored: the engine must not stay ahead of the store
-            await s.forget(session_id, model if ran_engine else None, meta.created_at)
+            await deps.forget(session_id, engine, meta.created_at)
             if isinstance(exc, InvalidRecord):
                 raise ApiError(422, "invalid_field", str(exc), field=exc.field) from exc
             raise
         finally:
             timings["store_write"] = (time.perf_counter() - t_write) * 1000.0
         if outcome.status == "appended":
-            s.mirror.put(session_id, new_entry)
-            if body.done:
-                s.metrics.episode_closed(model.name, response["episode_return"])
+            deps.mirror.put(session_id, answer.mirror_after(meta_after_append(meta, record, response)))
+            if record.done:
+                deps.metrics.episode_closed(model.name, response["episode_return"])
             return _finish(response, timings, t0)
-        await s.forget(session_id, model if ran_engine else None, meta.created_at)
+        await deps.forget(session_id, engine, meta.created_at)
         if fenced and outcome.status in ("conflict", "missing"):
             raise _StaleMirror
         if outcome.status == "duplicate" and outcome.response is not None:
@@ -295,7 +347,7 @@ class ActService:
             raise ApiError(
                 409,
                 "step_conflict",
-                f"step {body.step} is out of order: the session expects step {outcome.next_step}",
+                f"step {record.step} is out of order: the session expects step {outcome.next_step}",
                 field="step",
                 expected_step=outcome.next_step,
             )
@@ -303,16 +355,24 @@ class ActService:
 
 
 class _StaleMirror(Exception):
-    """The mirror's metadata was behind the store's: redo the act from a read."""
+    """A fenced read's metadata was behind the store's: the act is decided again from a read."""
 
 
-def _fast_path(entry: MirrorEntry, owner: str, body: ActBody) -> bool:
-    """True when the mirror can stand in for the store's metadata for this act."""
-    return entry.meta is not None and entry.meta.owner == owner and body.step == entry.next_step
-
-
-def _matches(entry: MirrorEntry, meta: SessionMeta) -> bool:
-    return entry.next_step == meta.next_step and entry.created_at == meta.created_at
+def _check(meta: SessionMeta | None, owner: str, session_id: str, body: ActBody) -> dict[str, Any] | None:
+    """404 / 409 checks; returns the stored answer for a retried step."""
+    if meta is None or meta.owner != owner:
+        raise not_found(session_id)
+    if meta.last_step is not None and body.step == meta.last_step and meta.last_response is not None:
+        return dict(meta.last_response)
+    if body.step != meta.next_step:
+        raise ApiError(
+            409,
+            "step_conflict",
+            f"step {body.step} is out of order: the session expects step {meta.next_step}",
+            field="step",
+            expected_step=meta.next_step,
+        )
+    return None
 
 
 def _finish(response: dict[str, Any], timings: dict[str, float], t0: float) -> dict[str, Any]:

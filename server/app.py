@@ -19,14 +19,16 @@ from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.routes import ops_router, sessions_router, ws_router
 from server.settings import ServerSettings
+from server.store import SessionStore
 
 log = logging.getLogger("t2mir.server")
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """A new app for ``settings`` (default: from ``T2MIR_*`` environment variables)."""
+def create_app(settings: ServerSettings | None = None, store: SessionStore | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: from ``T2MIR_*`` environment variables); ``store``: a
+    session store to use instead of the one the settings name (closed at shutdown)."""
     settings = settings or ServerSettings()
-    context = AppContext.build(settings)
+    context = AppContext.build(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,8 +9,9 @@ from starlette.requests import HTTPConnection
 from server.act import ActService
 from server.auth import Authenticator
 from server.metrics import ServerMetrics
+from server.mirror import HistoryMirror
 from server.registry import ModelRegistry
-from server.sessions import SessionService
+from server.sessions import KeyedLocks, SessionDeps, SessionService
 from server.settings import ServerSettings
 from server.store import MemorySessionStore, RedisSessionStore, SessionStore
 
@@ -28,30 +29,29 @@ class AppContext:
     auth: Authenticator
 
     @classmethod
-    def build(cls, settings: ServerSettings) -> AppContext:
-        """Wire everything from settings (models are loaded later, at startup)."""
+    def build(cls, settings: ServerSettings, store: SessionStore | None = None) -> AppContext:
+        """Wire everything from settings (models are loaded later, at startup); ``store``: the
+        session store to use instead of the one the settings name."""
         metrics = ServerMetrics()
-        store: SessionStore
-        if settings.redis_url:
-            store = RedisSessionStore(
-                settings.redis_url,
-                key_prefix=settings.redis_key_prefix,
-                ttl_seconds=settings.session_ttl_seconds,
-            )
-        else:
-            store = MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
+        if store is None:
+            store = _store_from(settings)
         registry = ModelRegistry(settings, metrics)
-        sessions = SessionService(store, registry, metrics, settings)
-        metrics.bind(sessions_active=lambda: len(sessions.mirror), slots_used=registry.slots_used)
-        return cls(
-            settings,
-            metrics,
-            store,
-            registry,
-            sessions,
-            ActService(sessions),
-            Authenticator(settings.key_values()),
+        mirror = HistoryMirror(settings.mirror_sessions)
+        deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks())
+        metrics.bind(sessions_active=lambda: len(mirror), slots_used=registry.slots_used)
+        sessions, acts = SessionService(deps), ActService(deps)
+        return cls(settings, metrics, store, registry, sessions, acts, Authenticator(settings.key_values()))
+
+
+def _store_from(settings: ServerSettings) -> SessionStore:
+    """Redis when ``redis_url`` is set, else the in-process store."""
+    if settings.redis_url:
+        return RedisSessionStore(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            ttl_seconds=settings.session_ttl_seconds,
         )
+    return MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
 
 
 def ctx(conn: HTTPConnection) -> AppContext:

@@ -5,8 +5,8 @@ reward of the *previous* action (None at i = 0) - and a closing ``done`` record 
 reward. The engine reads a `SessionHistory`: s_0..s_t, a_0..a_{t-1}, r_0..r_{t-1} of the open
 episode plus closed episodes of (s_t, a_t, r_t) triples. `entry_from_state` converts the first
 into the second; `advance` / `close` update a mirror step by step the same way, so both give
-identical engine inputs. A mirror keeps only the closed episodes the store retains (same rule,
-same float64 returns as the store), so its memory is bounded by the model's context.
+identical engine inputs. A mirror keeps only the closed episodes the store retains (the same
+`retain` on the same float64 returns), so its memory is bounded by the model's context.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from server.store import Retention, SessionMeta, SessionState, StepRecord
+from server.store import Retention, SessionMeta, SessionState, StepRecord, retain
 from t2mir_model.history import Episode, SessionHistory
 
 
@@ -97,25 +97,9 @@ def close(
         raise ValueError("no open episode to close")
     history = _copy(entry.history)
     history.close(entry.pending_action, reward)
-    episodes, returns = retain(history.episodes, [*entry.returns, ret], retention)
-    history.episodes = episodes
-    return MirrorEntry(history, returns, None, step + 1, entry.created_at, meta)
-
-
-def retain(
-    episodes: list[Episode], returns: list[float], retention: Retention
-) -> tuple[list[Episode], list[float]]:
-    """The episodes (and returns) the store keeps under ``retention`` (same rule, index order)."""
-    if retention.count == 0:
-        return [], []
-    pairs = list(zip(episodes, returns, strict=True))
-    if retention.mode == "last":
-        kept = pairs[-retention.count :]
-    else:
-        ranked = sorted(pairs, key=lambda p: (p[1], p[0].index))
-        keep = {p[0].index for p in ranked[-retention.count :]}
-        kept = [p for p in pairs if p[0].index in keep]
-    return [p[0] for p in kept], [p[1] for p in kept]
+    returns = [*entry.returns, ret]
+    history.episodes = retain(history.episodes, returns, retention)
+    return MirrorEntry(history, retain(returns, returns, retention), None, step + 1, entry.created_at, meta)
 
 
 def _episode(index: int, records: list[StepRecord], discrete: bool) -> Episode:

@@ -43,9 +43,7 @@ def action_spec(config: T2MIRConfig) -> dict[str, Any]:
 
 def retention_for(config: T2MIRConfig) -> Retention:
     """What the store keeps of closed episodes: AD the L-1 best, DPT the last one."""
-    if config.backbone == "ad":
-        return Retention("best", config.context_episodes - 1)
-    return Retention("last", 1)
+    return Retention.for_backbone(config.backbone, config.context_episodes)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Session lifecycle: create, describe, delete; helpers shared with the act flow.
+"""Session lifecycle: create, describe, delete; what it shares with the act flow (`SessionDeps`).
 
 A session's store metadata holds ``{"sampling": ..., "action_noise": ..., "client": <the client's
 metadata>}``; the owner field holds the hash of the API key that created it (see `server.auth`).
@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from server.errors import ApiError, unavailable
@@ -21,7 +22,6 @@ from server.metrics import ServerMetrics
 from server.mirror import HistoryMirror
 from server.registry import LoadedModel, ModelRegistry, action_spec
 from server.schemas import CreateSessionBody
-from server.settings import ServerSettings
 from server.store import (
     InvalidRecord,
     InvalidSessionId,
@@ -85,18 +85,16 @@ class KeyedLocks:
         return len(self._locks)
 
 
-class SessionBase:
-    """State shared by the session and act services: store, models, mirrors, locks, metrics."""
+@dataclass(frozen=True)
+class SessionDeps:
+    """What the session and act services work with (one of each per app): the store, the loaded
+    models, the metrics, this process's history mirror and its per-session locks."""
 
-    def __init__(
-        self, store: SessionStore, registry: ModelRegistry, metrics: ServerMetrics, settings: ServerSettings
-    ) -> None:
-        self.store = store
-        self.registry = registry
-        self.metrics = metrics
-        self.settings = settings
-        self.mirror = HistoryMirror(settings.mirror_sessions)
-        self.locks = KeyedLocks()
+    store: SessionStore
+    registry: ModelRegistry
+    metrics: ServerMetrics
+    mirror: HistoryMirror
+    locks: KeyedLocks
 
     async def timed(self, op: str, awaitable: Awaitable[T]) -> T:
         """Await a store call, recording its latency; StoreUnavailable becomes a 503 ApiError."""
@@ -109,16 +107,29 @@ class SessionBase:
         finally:
             self.metrics.store_op(op, time.perf_counter() - t)
 
+    async def forget(self, session_id: str, model: LoadedModel | None, created_at: float) -> None:
+        """Drop the local mirror and the engine slot of a session."""
+        self.mirror.drop(session_id)
+        if model is not None and not model.batcher.closed:
+            await model.batcher.evict((session_id, created_at))
+
+
+class SessionService:
+    """``POST /sessions``, ``GET /sessions/{id}``, ``DELETE /sessions/{id}``."""
+
+    def __init__(self, deps: SessionDeps) -> None:
+        self.deps = deps
+
     async def owned_meta(self, owner: str, session_id: str) -> SessionMeta:
         """The session's metadata if it exists and belongs to ``owner``; else 404."""
-        meta = await self.timed("get_meta", self.store.get_meta(session_id))
+        meta = await self.deps.timed("get_meta", self.deps.store.get_meta(session_id))
         if meta is None or meta.owner != owner:
             raise not_found(session_id)
         return meta
 
     def info(self, meta: SessionMeta) -> dict[str, Any]:
         """JSON description of a session (see `SessionInfo`)."""
-        model = self.registry.get(meta.model, meta.model_version)
+        model = self.deps.registry.get(meta.model, meta.model_version)
         config = model.config if model is not None else None
         return {
             "session_id": meta.session_id,
@@ -140,20 +151,10 @@ class SessionBase:
             "created_at": meta.created_at,
         }
 
-    async def forget(self, session_id: str, model: LoadedModel | None, created_at: float) -> None:
-        """Drop the local mirror and the engine slot of a session."""
-        self.mirror.drop(session_id)
-        if model is not None and not model.batcher.closed:
-            await model.batcher.evict((session_id, created_at))
-
-
-class SessionService(SessionBase):
-    """``POST /sessions``, ``GET /sessions/{id}``, ``DELETE /sessions/{id}``."""
-
     async def create(self, owner: str, body: CreateSessionBody) -> dict[str, Any]:
         """Create a session on the current version of the requested model."""
-        await self.registry.sweep()
-        model = self.registry.resolve(body.model)
+        await self.deps.registry.sweep()
+        model = self.deps.registry.resolve(body.model)
         session_id = body.session_id or uuid.uuid4().hex
         sampling = body.sampling or "sample"
         if not model.discrete:
@@ -173,7 +174,7 @@ class SessionService(SessionBase):
             metadata={"sampling": sampling, "action_noise": action_noise, "client": body.metadata},
         )
         try:
-            await self.timed("create", self.store.create(meta))
+            await self.deps.timed("create", self.deps.store.create(meta))
         except SessionExists as exc:
             raise ApiError(
                 409, "session_exists", f"session {session_id!r} already exists", field="session_id"
@@ -191,7 +192,8 @@ class SessionService(SessionBase):
 
     async def delete(self, owner: str, session_id: str) -> None:
         """Delete a session (its store state, mirror and engine slot)."""
-        async with self.locks.hold(session_id):
+        deps = self.deps
+        async with deps.locks.hold(session_id):
             meta = await self.owned_meta(owner, session_id)
-            await self.timed("delete", self.store.delete(session_id))
-            await self.forget(session_id, self.registry.get(meta.model, meta.model_version), meta.created_at)
+            await deps.timed("delete", deps.store.delete(session_id))
+            await deps.forget(session_id, deps.registry.get(meta.model, meta.model_version), meta.created_at)

@@ -30,6 +30,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from server.store.models import Retention
 from t2mir_model import T2MIRConfig, T2MIRPolicy
 from t2mir_model.history import Episode, SessionHistory, ad_context_tokens, dpt_context_tokens
 
@@ -123,11 +124,7 @@ class NaivePolicy:
     def info(self) -> dict[str, Any]:
         """What a client needs: spaces, episode length and the retention of closed episodes."""
         c = self.config
-        retention = (
-            {"mode": "best", "count": c.context_episodes - 1}
-            if c.backbone == "ad"
-            else {"mode": "last", "count": 1}
-        )
+        retention = Retention.for_backbone(c.backbone, c.context_episodes)
         action = (
             {"kind": "discrete", "n": c.action.n}
             if c.action.is_discrete
@@ -139,7 +136,7 @@ class NaivePolicy:
             "action": action,
             "max_episode_steps": c.max_episode_steps,
             "context_episodes": c.context_episodes,
-            "retention": retention,
+            "retention": {"mode": retention.mode, "count": retention.count},
         }
 
 

@@ -9,8 +9,9 @@ episodes, one held-out task per session), which needs the ``training`` package a
 
 `ClientHistory` is what a stateless ("naive") client has to keep and re-send with every call:
 the closed episodes the model reads plus the open episode's steps. It keeps exactly what the
-t2mir session store keeps (same retention rule: AD the ``count`` best episodes by return, ties
-to the later one; DPT the last one), so the baseline sees the context the t2mir engine sees.
+t2mir session store keeps (the store's own `retain` rule: AD the ``count`` best episodes by
+return, ties to the later one; DPT the last one), so the baseline sees the context the t2mir
+engine sees.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import copy
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from server.store.models import Retention, retain
 
 Action = int | list[float]
 DARKROOM_ID = "t2mir/DarkRoom-v0"
@@ -150,10 +153,8 @@ class ClosedEpisode:
 class ClientHistory:
     """Kept closed episodes plus the open episode up to its latest state s_t."""
 
-    mode: str = "best"
-    """Retention of closed episodes: 'best' (by return) or 'last'."""
-    count: int = 0
-    """Closed episodes kept."""
+    retention: Retention
+    """Which closed episodes are kept (as the session store keeps them)."""
     episode: int = 0
     """Index of the open episode."""
     kept: list[ClosedEpisode] = field(default_factory=list)
@@ -196,7 +197,8 @@ class ClientHistory:
         for r in rewards:
             ret += r
         closed = ClosedEpisode(self.episode, self.obs, self.actions, rewards, ret)
-        self.kept = retain([*self.kept, closed], self.mode, self.count)
+        episodes = [*self.kept, closed]
+        self.kept = retain(episodes, [e.ret for e in episodes], self.retention)
         self.episode += 1
         self.obs, self.actions, self.rewards = [], [], []
         return closed
@@ -214,24 +216,10 @@ class ClientHistory:
     def copy(self) -> ClientHistory:
         """An independent copy (closed episodes are never mutated, so they are shared)."""
         return ClientHistory(
-            self.mode,
-            self.count,
+            self.retention,
             self.episode,
             list(self.kept),
             copy.deepcopy(self.obs),
             copy.deepcopy(self.actions),
             list(self.rewards),
         )
-
-
-def retain(episodes: list[ClosedEpisode], mode: str, count: int) -> list[ClosedEpisode]:
-    """The episodes kept under (mode, count), in index order."""
-    if count <= 0:
-        return []
-    if mode == "last":
-        return episodes[-count:]
-    if mode != "best":
-        raise ValueError(f"retention mode must be 'best' or 'last', got {mode!r}")
-    ranked = sorted(episodes, key=lambda e: (e.ret, e.index))[-count:]
-    keep = {e.index for e in ranked}
-    return [e for e in episodes if e.index in keep]

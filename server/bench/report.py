@@ -119,18 +119,25 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+RUN_HEADERS = ["server", "transport", "sessions"]
+"""The columns that name a run, first in every table of runs."""
+
+
+def _run_cells(run: dict[str, Any]) -> list[Any]:
+    """A run's `RUN_HEADERS` cells."""
+    return [run["target"], run["transport"], run["sessions"]]
+
+
 def load_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """Latency, throughput, batching, cache and CPU per (target, transport, sessions)."""
-    headers = ["server", "transport", "sessions", "p50 ms", "p95 ms", "p99 ms", "acts/s", "mean batch",
-               "cache hits", "server CPU %", "errors"]  # fmt: skip
+    headers = [*RUN_HEADERS, "p50 ms", "p95 ms", "p99 ms", "acts/s", "mean batch", "cache hits",
+               "server CPU %", "errors"]  # fmt: skip
     rows = []
     for r in runs:
         lat = r["latency_ms"]
         rows.append(
             [
-                r["target"],
-                r["transport"],
-                r["sessions"],
+                *_run_cells(r),
                 lat["p50"],
                 lat["p95"],
                 lat["p99"],
@@ -179,16 +186,14 @@ BREAKDOWN_HEADERS = {"outside": "serialise + transport"}
 def breakdown_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """Mean ms of each part of one act, from the server's own timings."""
     parts = [BREAKDOWN_HEADERS.get(p, p) for p in BREAKDOWN_PARTS]
-    headers = ["server", "transport", "sessions", *parts, "client latency"]
+    headers = [*RUN_HEADERS, *parts, "client latency"]
     rows = []
     for r in runs:
-        parts = r["server_timings_ms"]
+        timings = r["server_timings_ms"]
         rows.append(
             [
-                r["target"],
-                r["transport"],
-                r["sessions"],
-                *[parts[p]["mean"] if p in parts else "-" for p in BREAKDOWN_PARTS],
+                *_run_cells(r),
+                *[timings[p]["mean"] if p in timings else "-" for p in BREAKDOWN_PARTS],
                 r["latency_ms"]["mean"],
             ]
         )

@@ -164,7 +164,7 @@ async def _measure_t2mir(
     options: BenchOptions, svc: Services, info: ModelInfo, n: int, transport: str, tag: str
 ) -> tuple[dict[str, Any], list[SessionDriver]]:
     """Prefill ``n`` fresh sessions, measure them; returns the row and the sessions as prefilled."""
-    episodes = info.retention[1] if options.prefill_episodes is None else options.prefill_episodes
+    episodes = info.retention.count if options.prefill_episodes is None else options.prefill_episodes
     pids = {"server": svc.pids.get("server"), "redis": svc.pids.get("redis")}
     async with new_http(n, options.api_key) as http:
         backend = T2MIRBackend(http, svc.server_url, transport)
@@ -277,7 +277,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             "sessions": options.sessions,
             "duration_s": options.duration_s,
             "warmup_s": options.warmup_s,
-            "prefill_episodes": info.retention[1]
+            "prefill_episodes": info.retention.count
             if options.prefill_episodes is None
             else options.prefill_episodes,
             "torch_threads": options.torch_threads,

@@ -45,28 +45,30 @@ class MetricsSnapshot:
     queue_wait_count: float = 0.0
 
 
+TOTALS = {
+    "t2mir_batch_size_sum": "batch_sum",
+    "t2mir_batch_size_count": "batch_count",
+    "t2mir_kv_cache_hits_total": "cache_hits",
+    "t2mir_kv_cache_misses_total": "cache_misses",
+    "t2mir_queue_wait_seconds_sum": "queue_wait_sum",
+    "t2mir_queue_wait_seconds_count": "queue_wait_count",
+}
+"""Prometheus sample name -> the `MetricsSnapshot` field that sums it over every label set."""
+
+
 def parse_metrics(text: str) -> MetricsSnapshot:
     """A snapshot from a Prometheus text exposition (missing series read as zero)."""
-    snap = MetricsSnapshot()
+    buckets: dict[float, float] = {}
+    totals = dict.fromkeys(TOTALS.values(), 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, value = sample.name, float(sample.value)
             if name == "t2mir_batch_size_bucket":
                 le = float(sample.labels["le"])
-                snap.batch_buckets[le] = snap.batch_buckets.get(le, 0.0) + value
-            elif name == "t2mir_batch_size_sum":
-                snap.batch_sum += value
-            elif name == "t2mir_batch_size_count":
-                snap.batch_count += value
-            elif name == "t2mir_kv_cache_hits_total":
-                snap.cache_hits += value
-            elif name == "t2mir_kv_cache_misses_total":
-                snap.cache_misses += value
-            elif name == "t2mir_queue_wait_seconds_sum":
-                snap.queue_wait_sum += value
-            elif name == "t2mir_queue_wait_seconds_count":
-                snap.queue_wait_count += value
-    return snap
+                buckets[le] = buckets.get(le, 0.0) + value
+            elif name in TOTALS:
+                totals[TOTALS[name]] += value
+    return MetricsSnapshot(buckets, **totals)
 
 
 async def scrape(http: aiohttp.ClientSession, base_url: str) -> MetricsSnapshot:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from server.bench.episodes import Action, ClientHistory
+from server.store.models import Retention
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -36,14 +37,13 @@ class ModelInfo:
     context_episodes: int
 
     @property
-    def retention(self) -> tuple[str, int]:
-        """(mode, count) of the closed episodes the session store keeps."""
-        return ("best", self.context_episodes - 1) if self.backbone == "ad" else ("last", 1)
+    def retention(self) -> Retention:
+        """The closed episodes the session store keeps."""
+        return Retention.for_backbone(self.backbone, self.context_episodes)
 
     def new_history(self) -> ClientHistory:
         """An empty client-side history with this model's retention."""
-        mode, count = self.retention
-        return ClientHistory(mode=mode, count=count)
+        return ClientHistory(retention=self.retention)
 
 
 @dataclass(frozen=True)

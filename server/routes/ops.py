@@ -48,7 +48,7 @@ async def readyz(request: Request) -> JSONResponse:
             503, "not_ready", "models are not loaded yet", headers={"Retry-After": "1"}
         ).response()
     try:
-        await c.sessions.timed("ping", c.store.ping())
+        await c.sessions.deps.timed("ping", c.store.ping())
     except ApiError as exc:
         return ApiError(503, "not_ready", exc.message, headers=exc.headers).response()
     return JSONResponse(

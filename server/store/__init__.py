@@ -1,7 +1,10 @@
 """Session stores: where every session's in-context history lives (DESIGN.md decision 9).
 
 `MemorySessionStore` (in-process, embedded default) and `RedisSessionStore` (source of truth in
-compose) implement the same `SessionStore` protocol; one contract test suite runs against both.
+compose) implement the same `SessionStore` protocol on the same argument checks (`CheckedStore`);
+one contract test suite runs against both. `state_after_append` (what an append does to a
+session) and `retain` (which closed episodes it keeps) are the Python form of the Redis store's
+Lua script, used by the in-process store, the server's history mirror and the benchmark.
 """
 
 from server.store.errors import (
@@ -20,10 +23,12 @@ from server.store.models import (
     SessionMeta,
     SessionState,
     StepRecord,
-    apply_retention,
+    episode_return_after,
     is_valid_session_id,
     meta_after_append,
     normalize_record,
+    retain,
+    state_after_append,
     validate_session_id,
 )
 from server.store.protocol import SessionStore
@@ -45,10 +50,12 @@ __all__ = [
     "StepRecord",
     "StoreError",
     "StoreUnavailable",
-    "apply_retention",
+    "episode_return_after",
     "is_unavailable_error",
     "is_valid_session_id",
     "meta_after_append",
     "normalize_record",
+    "retain",
+    "state_after_append",
     "validate_session_id",
 ]

@@ -1,33 +1,30 @@
 """In-process session store: the embedded default for single-process use (demo, laptop, tests).
 
 Same protocol and semantics as the Redis store. Each session is an immutable `_Entry`; a write
-builds the new entry completely (validation, JSON encoding, retention) and then swaps it in
-under a lock, so a failing call changes nothing and concurrent callers (tasks or threads) never
-see a half-applied append. Returned objects are copies: callers may mutate them freely.
+builds the new entry completely (arguments checked by `CheckedStore`, then `state_after_append`)
+and then swaps it in under a lock, so a failing call changes nothing and concurrent callers
+(tasks or threads) never see a half-applied append. Returned objects are copies: callers may
+mutate them freely.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.store.errors import InvalidRecord, SessionExists
+from server.store.checked import CheckedStore
+from server.store.errors import SessionExists
 from server.store.models import (
     AppendOutcome,
     Episode,
     SessionMeta,
     SessionState,
     StepRecord,
-    apply_retention,
-    dumps_json,
-    is_valid_session_id,
-    normalize_record,
-    validate_session_id,
+    state_after_append,
 )
 
 
@@ -35,16 +32,13 @@ from server.store.models import (
 class _Entry:
     """One session. Everything but ``expires_at`` is replaced, never mutated."""
 
-    meta: SessionMeta  # metadata/last_response/returns are not read from here, see below
+    state: SessionState  # its meta's metadata is a placeholder: see metadata_json
     metadata_json: str
-    last_response_json: str | None
-    returns: tuple[float, ...]
-    episodes: tuple[Episode, ...]
-    current: tuple[StepRecord, ...]
+    last_response_json: str | None  # what copies of state.meta.last_response are made from
     expires_at: float | None
 
 
-class MemorySessionStore:
+class MemorySessionStore(CheckedStore):
     """Dict-backed `SessionStore` with a lazily enforced idle TTL.
 
     Args:
@@ -89,112 +83,64 @@ class MemorySessionStore:
         return len(dead)
 
     @staticmethod
-    def _meta_out(entry: _Entry) -> SessionMeta:
-        last = None if entry.last_response_json is None else json.loads(entry.last_response_json)
-        return replace(
-            entry.meta,
-            metadata=json.loads(entry.metadata_json),
-            last_response=last,
-            returns=list(entry.returns),
-        )
+    def _last_response(entry: _Entry) -> dict[str, Any] | None:
+        return None if entry.last_response_json is None else json.loads(entry.last_response_json)
 
-    # -- protocol ----------------------------------------------------------------------------
+    @classmethod
+    def _meta_out(cls, entry: _Entry) -> SessionMeta:
+        meta = entry.state.meta
+        last_response = cls._last_response(entry)
+        metadata = json.loads(entry.metadata_json)
+        return replace(meta, metadata=metadata, last_response=last_response, returns=list(meta.returns))
 
-    async def create(self, meta: SessionMeta) -> None:
-        """Store a new empty session; raise `SessionExists` / `InvalidSessionId` / `InvalidRecord`."""
-        session_id = validate_session_id(meta.session_id)
-        metadata_json = dumps_json(meta.metadata, "metadata")
-        fresh = SessionMeta(
-            session_id=session_id,
-            owner=meta.owner,
-            model=meta.model,
-            model_version=meta.model_version,
-            backbone=meta.backbone,
-            retention=meta.retention,
-            metadata={},
-            created_at=float(meta.created_at),
-        )
+    # -- backend (arguments checked by `CheckedStore`) ---------------------------------------
+
+    async def _create(self, meta: SessionMeta, metadata_json: str) -> None:
+        session_id = meta.session_id
+        identity = (meta.owner, meta.model, meta.model_version, meta.backbone, meta.retention)
+        fresh = SessionMeta(session_id, *identity, created_at=float(meta.created_at))
         with self._lock:
             self._maybe_sweep()
             if self._live(session_id) is not None:
                 raise SessionExists(session_id)
-            self._sessions[session_id] = _Entry(fresh, metadata_json, None, (), (), (), self._deadline())
+            state = SessionState(fresh, [], [])
+            self._sessions[session_id] = _Entry(state, metadata_json, None, self._deadline())
 
-    async def load(self, session_id: str) -> SessionState | None:
+    async def _load(self, session_id: str) -> SessionState | None:
         """Full state (copies) or None; refreshes the TTL."""
-        if not is_valid_session_id(session_id):
-            return None
         with self._lock:
             entry = self._live(session_id)
             if entry is None:
                 return None
             entry.expires_at = self._deadline()
-        episodes = [Episode(e.index, e.ret, [r.copy() for r in e.records]) for e in entry.episodes]
-        return SessionState(self._meta_out(entry), episodes, [r.copy() for r in entry.current])
+        episodes = [Episode(e.index, e.ret, [r.copy() for r in e.records]) for e in entry.state.episodes]
+        return SessionState(self._meta_out(entry), episodes, [r.copy() for r in entry.state.current])
 
-    async def get_meta(self, session_id: str) -> SessionMeta | None:
-        """Metadata with progress fields, or None; does not touch the TTL."""
-        if not is_valid_session_id(session_id):
-            return None
+    async def _get_meta(self, session_id: str) -> SessionMeta | None:
         with self._lock:
             entry = self._live(session_id)
         return None if entry is None else self._meta_out(entry)
 
-    async def append(
-        self,
-        session_id: str,
-        record: StepRecord,
-        response: dict[str, Any],
-        created_at: float | None = None,
+    async def _append(
+        self, session_id: str, rec: StepRecord, response_json: str, created_at: float | None
     ) -> AppendOutcome:
-        """Atomic, idempotent append keyed on ``record.step`` (see `SessionStore.append`)."""
-        rec = normalize_record(record)
-        response_json = dumps_json(response, "response")
-        if not is_valid_session_id(session_id):
-            return AppendOutcome("missing")
         with self._lock:
             entry = self._live(session_id)
             if entry is None:
                 return AppendOutcome("missing")
-            meta = entry.meta
+            meta = entry.state.meta
             if created_at is not None and created_at != meta.created_at:
                 return AppendOutcome("conflict", next_step=meta.next_step)
             entry.expires_at = self._deadline()
             if meta.last_step is not None and rec.step == meta.last_step:
-                stored = None if entry.last_response_json is None else json.loads(entry.last_response_json)
-                return AppendOutcome("duplicate", response=stored)
+                return AppendOutcome("duplicate", response=self._last_response(entry))
             if rec.step != meta.next_step:
                 return AppendOutcome("conflict", next_step=meta.next_step)
-            ret = meta.episode_return + (rec.reward if rec.reward is not None else 0.0)
-            if not math.isfinite(ret):
-                raise InvalidRecord("episode return overflowed to a non-finite value", field="reward")
-            common = {"next_step": rec.step + 1, "last_step": rec.step}
-            if rec.done:
-                closed = Episode(meta.episode, ret, [*entry.current, rec])
-                kept = apply_retention([*entry.episodes, closed], meta.retention)
-                new = _Entry(
-                    replace(meta, episode=meta.episode + 1, episode_steps=0, episode_return=0.0, **common),
-                    entry.metadata_json,
-                    response_json,
-                    (*entry.returns, ret),
-                    tuple(kept),
-                    (),
-                    entry.expires_at,
-                )
-            else:
-                new = _Entry(
-                    replace(meta, episode_steps=meta.episode_steps + 1, episode_return=ret, **common),
-                    entry.metadata_json,
-                    response_json,
-                    entry.returns,
-                    entry.episodes,
-                    (*entry.current, rec),
-                    entry.expires_at,
-                )
-            self._sessions[session_id] = new
+            state = state_after_append(entry.state, rec, json.loads(response_json))
+            self._sessions[session_id] = _Entry(state, entry.metadata_json, response_json, entry.expires_at)
         return AppendOutcome("appended")
 
-    async def delete(self, session_id: str) -> bool:
+    async def _delete(self, session_id: str) -> bool:
         """Remove the session; True if it existed (and had not expired)."""
         with self._lock:
             existed = self._live(session_id) is not None

@@ -1,8 +1,11 @@
-"""Plain data objects shared by the session stores, the engine and the API.
+"""Plain data objects shared by the session stores, the engine and the API, and the rules that
+change them.
 
 Everything here is JSON-serialisable through ``to_dict`` / ``from_dict``; both stores normalise
-records the same way (`normalize_record`), so a state loaded from Redis equals the state the
-in-process store would hold for the same calls.
+records the same way (`normalize_record`). `state_after_append` is what an append does to a
+session and `retain` which closed episodes it keeps: the in-process store, the server's history
+mirror and the benchmark's client all use these, and the Redis store's Lua script does the same,
+so a state loaded from Redis equals the state the in-process store would hold for the same calls.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from server.store.errors import InvalidRecord, InvalidSessionId
 
@@ -27,6 +31,7 @@ Backbone = Literal["ad", "dpt"]
 RetentionMode = Literal["best", "last"]
 AppendStatus = Literal["appended", "duplicate", "conflict", "missing"]
 Action = int | list[float]
+T = TypeVar("T")
 
 
 def validate_session_id(session_id: object) -> str:
@@ -66,6 +71,32 @@ class Retention:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ValueError(f"retention count must be an int >= 0, got {self.count!r}")
 
+    @classmethod
+    def for_backbone(cls, backbone: str, context_episodes: int) -> Retention:
+        """What a session of a model keeps: AD the ``context_episodes - 1`` best episodes (its
+        context holds them and the open one), DPT the last one."""
+        if backbone == "ad":
+            return cls("best", context_episodes - 1)
+        return cls("last", 1)
+
+
+def retain(items: Sequence[T], returns: Sequence[float], retention: Retention) -> list[T]:
+    """The closed episodes a session keeps under ``retention``, in index order.
+
+    ``items`` stand for the closed episodes in index order (store records, engine tensors, client
+    lists: anything), ``returns`` are their float64 returns. The Redis store applies the same rule
+    in Lua (`server.store.lua.APPEND`); the store contract tests hold the two equal.
+    """
+    if len(items) != len(returns):
+        raise ValueError(f"{len(items)} episodes but {len(returns)} returns")
+    if retention.count == 0:
+        return []
+    if retention.mode == "last":
+        return list(items[-retention.count :])
+    ranked = sorted(range(len(items)), key=lambda i: (returns[i], i))  # worst first; ties: earlier first
+    keep = set(ranked[-retention.count :])
+    return [item for i, item in enumerate(items) if i in keep]
+
 
 @dataclass
 class SessionMeta:
@@ -99,27 +130,6 @@ class SessionMeta:
         if not isinstance(retention, Retention):
             retention = Retention(**retention)
         return cls(retention=retention, **kwargs)
-
-
-def meta_after_append(meta: SessionMeta, record: StepRecord, response: dict[str, Any]) -> SessionMeta:
-    """The metadata a store holds after appending ``record`` (with ``response``) to a session whose
-    metadata was ``meta``: what an "appended" outcome implies, without reading the store back."""
-    ret = meta.episode_return + (record.reward if record.reward is not None else 0.0)
-    common: dict[str, Any] = {
-        "next_step": record.step + 1,
-        "last_step": record.step,
-        "last_response": response,
-    }
-    if record.done:
-        return replace(
-            meta,
-            episode=meta.episode + 1,
-            episode_steps=0,
-            episode_return=0.0,
-            returns=[*meta.returns, ret],
-            **common,
-        )
-    return replace(meta, episode_steps=meta.episode_steps + 1, episode_return=ret, **common)
 
 
 @dataclass
@@ -248,12 +258,50 @@ def _py(value: Any) -> Any:
     return value
 
 
-def apply_retention(episodes: list[Episode], retention: Retention) -> list[Episode]:
-    """Episodes kept by ``retention`` (input ordered by index; output ordered by index)."""
-    if retention.count == 0:
-        return []
-    if retention.mode == "last":
-        return episodes[-retention.count :]
-    ranked = sorted(episodes, key=lambda e: (e.ret, e.index))  # worst first; ties: earlier first
-    keep = {e.index for e in ranked[-retention.count :]}
-    return [e for e in episodes if e.index in keep]
+def episode_return_after(meta: SessionMeta, reward: float | None) -> float:
+    """The open episode's return once a record with ``reward`` joins it (float64, in step order)."""
+    return meta.episode_return + (reward if reward is not None else 0.0)
+
+
+def meta_after_append(meta: SessionMeta, record: StepRecord, response: dict[str, Any]) -> SessionMeta:
+    """The metadata after appending ``record`` (answered with ``response``) to a session whose
+    metadata was ``meta``: what an "appended" outcome implies, without reading the store back.
+
+    Step counters move on, the reward joins the episode return; a ``done`` record closes the
+    episode (its return joins ``returns``, the next episode opens). Raises `InvalidRecord` if the
+    episode return overflows (the stores refuse such a record).
+    """
+    ret = episode_return_after(meta, record.reward)
+    if not math.isfinite(ret):
+        raise InvalidRecord("episode return overflowed to a non-finite value", field="reward")
+    common: dict[str, Any] = {
+        "next_step": record.step + 1,
+        "last_step": record.step,
+        "last_response": response,
+    }
+    if record.done:
+        return replace(
+            meta,
+            episode=meta.episode + 1,
+            episode_steps=0,
+            episode_return=0.0,
+            returns=[*meta.returns, ret],
+            **common,
+        )
+    return replace(meta, episode_steps=meta.episode_steps + 1, episode_return=ret, **common)
+
+
+def state_after_append(state: SessionState, record: StepRecord, response: dict[str, Any]) -> SessionState:
+    """The state after appending ``record`` (normalised, at the session's next step) with
+    ``response``: `meta_after_append`, and the record joins the open episode; a ``done`` record
+    closes it into ``episodes``, which keep what `retain` keeps. The Redis store's Lua script
+    (`server.store.lua.APPEND`) does the same; the store contract tests hold the two equal.
+
+    Shares the unchanged episodes and records with ``state`` and never mutates it.
+    """
+    meta = meta_after_append(state.meta, record, response)
+    if not record.done:
+        return SessionState(meta, state.episodes, [*state.current, record])
+    closed = Episode(state.meta.episode, meta.returns[-1], [*state.current, record])
+    episodes = [*state.episodes, closed]
+    return SessionState(meta, retain(episodes, [e.ret for e in episodes], meta.retention), [])

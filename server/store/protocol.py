@@ -38,11 +38,7 @@ class SessionStore(Protocol):
         ...
 
     async def append(
-        self,
-        session_id: str,
-        record: StepRecord,
-        response: dict[str, Any],
-        created_at: float | None = None,
+        self, session_id: str, record: StepRecord, response: dict[str, Any], created_at: float | None = None
     ) -> AppendOutcome:
         """Append ``record`` (and remember ``response``) atomically and idempotently.
 

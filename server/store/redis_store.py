@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -31,18 +31,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from server.store import lua
+from server.store.checked import CheckedStore
 from server.store.errors import InvalidRecord, SessionExists, StoreError, StoreUnavailable
+from server.store.meta_hash import meta_fields, parse_meta
 from server.store.models import (
     AppendOutcome,
     Episode,
-    Retention,
     SessionMeta,
     SessionState,
     StepRecord,
     dumps_json,
-    is_valid_session_id,
-    normalize_record,
-    validate_session_id,
 )
 
 T = TypeVar("T")
@@ -75,30 +73,7 @@ def is_unavailable_error(exc: BaseException) -> bool:
     return False
 
 
-def _parse_meta(flat: list[str], rets: list[str]) -> SessionMeta:
-    h = dict(zip(flat[::2], flat[1::2], strict=True))
-    last_step = h.get("last_step")
-    last_response = h.get("last_response")
-    return SessionMeta(
-        session_id=h["session_id"],
-        owner=h["owner"],
-        model=h["model"],
-        model_version=h["model_version"],
-        backbone=h["backbone"],  # type: ignore[arg-type]
-        retention=Retention(h["retention_mode"], int(h["retention_count"])),  # type: ignore[arg-type]
-        metadata=json.loads(h["metadata"]),
-        created_at=float(h["created_at"]),
-        next_step=int(h["next_step"]),
-        episode=int(h["episode"]),
-        episode_steps=int(h["episode_steps"]),
-        episode_return=float(h["episode_return"]),
-        last_step=int(last_step) if last_step else None,
-        last_response=json.loads(last_response) if last_response is not None else None,
-        returns=[float(r) for r in rets],
-    )
-
-
-class RedisSessionStore:
+class RedisSessionStore(CheckedStore):
     """`SessionStore` on Redis >= 7.
 
     Args:
@@ -144,10 +119,10 @@ class RedisSessionStore:
         self._client = client
         # Hard ceiling per call, on top of redis-py's own timeouts and retries.
         self._deadline = (retries + 1) * (socket_connect_timeout + socket_timeout) + 0.25
-        self._create = client.register_script(lua.CREATE)
-        self._load = client.register_script(lua.LOAD)
-        self._get_meta = client.register_script(lua.GET_META)
-        self._append = client.register_script(lua.APPEND)
+        self._create_lua = client.register_script(lua.CREATE)
+        self._load_lua = client.register_script(lua.LOAD)
+        self._get_meta_lua = client.register_script(lua.GET_META)
+        self._append_lua = client.register_script(lua.APPEND)
 
     @property
     def client(self) -> Redis:
@@ -175,74 +150,45 @@ class RedisSessionStore:
                 ) from exc
             raise StoreError(f"redis error: {type(exc).__name__}: {exc}") from exc
 
-    async def create(self, meta: SessionMeta) -> None:
-        """Store a new empty session; raise `SessionExists` / `InvalidSessionId` / `InvalidRecord`."""
-        session_id = validate_session_id(meta.session_id)
-        fields = {
-            "session_id": session_id,
-            "owner": str(meta.owner),
-            "model": str(meta.model),
-            "model_version": str(meta.model_version),
-            "backbone": str(meta.backbone),
-            "retention_mode": meta.retention.mode,
-            "retention_count": str(meta.retention.count),
-            "metadata": dumps_json(meta.metadata, "metadata"),
-            "created_at": repr(float(meta.created_at)),
-            "next_step": "0",
-            "episode": "0",
-            "episode_steps": "0",
-            "episode_return": "0",
-        }
+    async def _create(self, meta: SessionMeta, metadata_json: str) -> None:
+        session_id = meta.session_id
         args = [self._ttl_ms]
-        for name, value in fields.items():
+        for name, value in meta_fields(meta, metadata_json).items():
             args += [name, value]
-        created = await self._run(self._create(keys=self.keys(session_id), args=args))
+        created = await self._run(self._create_lua(keys=self.keys(session_id), args=args))
         if not created:
             raise SessionExists(session_id)
 
-    async def load(self, session_id: str) -> SessionState | None:
+    async def _load(self, session_id: str) -> SessionState | None:
         """Full state in one atomic read, or None; refreshes the TTL."""
-        if not is_valid_session_id(session_id):
-            return None
-        res = await self._run(self._load(keys=self.keys(session_id), args=[self._ttl_ms]))
+        res = await self._run(self._load_lua(keys=self.keys(session_id), args=[self._ttl_ms]))
         if res is None:
             return None
         flat, rets, cur, eps = res
         episodes = sorted((Episode.from_dict(json.loads(e)) for e in eps), key=lambda e: e.index)
         current = [StepRecord.from_dict(json.loads(r)) for r in cur]
-        return SessionState(_parse_meta(flat, rets), episodes, current)
+        return SessionState(parse_meta(flat, rets), episodes, current)
 
-    async def get_meta(self, session_id: str) -> SessionMeta | None:
-        """Metadata with progress fields, or None; read-only (no TTL refresh)."""
-        if not is_valid_session_id(session_id):
-            return None
+    async def _get_meta(self, session_id: str) -> SessionMeta | None:
+        """Metadata with progress fields, or None; read-only (works on replicas)."""
         keys = self.keys(session_id)
-        res = await self._run(self._get_meta(keys=[keys[0], keys[4]], args=[]))
-        return None if res is None else _parse_meta(res[0], res[1])
+        res = await self._run(self._get_meta_lua(keys=[keys[0], keys[4]], args=[]))
+        return None if res is None else parse_meta(res[0], res[1])
 
-    async def append(
-        self,
-        session_id: str,
-        record: StepRecord,
-        response: dict[str, Any],
-        created_at: float | None = None,
+    async def _append(
+        self, session_id: str, rec: StepRecord, response_json: str, created_at: float | None
     ) -> AppendOutcome:
-        """Atomic, idempotent append keyed on ``record.step`` (one Lua script)."""
-        rec = normalize_record(record)
-        record_json = dumps_json(rec.to_dict(), "record")
-        response_json = dumps_json(response, "response")
-        if not is_valid_session_id(session_id):
-            return AppendOutcome("missing")
+        """Atomic, idempotent append keyed on ``record.step``: one Lua script."""
         args = [
             str(rec.step),
-            record_json,
+            dumps_json(rec.to_dict(), "record"),
             response_json,
             "" if rec.reward is None else repr(rec.reward),
             "1" if rec.done else "0",
             self._ttl_ms,
             "" if created_at is None else repr(float(created_at)),
         ]
-        res = await self._run(self._append(keys=self.keys(session_id), args=args))
+        res = await self._run(self._append_lua(keys=self.keys(session_id), args=args))
         status = res[0]
         if status == "appended":
             return AppendOutcome("appended")
@@ -252,10 +198,8 @@ class RedisSessionStore:
             return AppendOutcome("conflict", next_step=int(res[1]))
         return AppendOutcome("missing")
 
-    async def delete(self, session_id: str) -> bool:
+    async def _delete(self, session_id: str) -> bool:
         """Remove every key of the session; True if anything existed."""
-        if not is_valid_session_id(session_id):
-            return False
         removed = await self._run(self._client.delete(*self.keys(session_id)))
         return bool(removed)
 

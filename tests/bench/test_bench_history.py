@@ -10,8 +10,7 @@ import torch
 
 from server.bench.baseline import BadRequest, history_from_body
 from server.bench.episodes import ClientHistory
-from server.mirror import retain as mirror_retain
-from server.store import Retention
+from server.store import Retention, retain
 from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig
 from t2mir_model.history import Episode, SessionHistory, ad_context_tokens
 
@@ -44,7 +43,7 @@ def play(history: ClientHistory, reference: SessionHistory, episodes: int, seed:
 
 @pytest.mark.parametrize(("mode", "count"), [("best", 2), ("last", 1), ("best", 0)])
 def test_retention_matches_the_server(mode, count):
-    history = ClientHistory(mode=mode, count=count)
+    history = ClientHistory(Retention(mode, count))
     closed = []
     rng = random.Random(3)
     for _ in range(9):
@@ -54,12 +53,12 @@ def test_retention_matches_the_server(mode, count):
     episodes = [
         Episode(e.index, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.zeros(1)) for e in closed
     ]
-    kept, _ = mirror_retain(episodes, [e.ret for e in closed], Retention(mode, count))
+    kept = retain(episodes, [e.ret for e in closed], Retention(mode, count))
     assert [e.index for e in history.kept] == [e.index for e in kept]
 
 
 def test_baseline_context_equals_engine_context():
-    history = ClientHistory(mode="best", count=CONFIG.context_episodes - 1)
+    history = ClientHistory(Retention("best", CONFIG.context_episodes - 1))
     reference = SessionHistory()
     play(history, reference, episodes=5, seed=0)
     history.observe([0.25, 0.75], None)

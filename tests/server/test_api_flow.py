@@ -9,12 +9,13 @@ import warnings
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
 from server.schemas import Timings
 from server.settings import ServerSettings
-from server.store import AppendOutcome, SessionMeta, StepRecord, StoreUnavailable
+from server.store import AppendOutcome, MemorySessionStore, SessionMeta, StepRecord, StoreUnavailable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -43,10 +44,10 @@ class FaultyStore:
 @pytest.fixture
 def app_client(tiny_checkpoint, short_checkpoint):
     """An in-process app (memory store) whose store fails on demand: (client, faulty store, ctx)."""
-    app = create_app(ServerSettings(checkpoints=[str(tiny_checkpoint), str(short_checkpoint)], cache_slots=4))
+    settings = ServerSettings(checkpoints=[str(tiny_checkpoint), str(short_checkpoint)], cache_slots=4)
+    faulty = FaultyStore(MemorySessionStore(ttl_seconds=settings.session_ttl_seconds))
+    app = create_app(settings, store=faulty)
     ctx = app.state.ctx
-    faulty = FaultyStore(ctx.sessions.store)
-    ctx.sessions.store = faulty
     with TestClient(app) as client:
         yield client, faulty, ctx
 
@@ -86,6 +87,42 @@ def test_timings_follow_the_schema_and_fit_in_the_total(app_client):
     assert timings["forward"] > 0.0
 
 
+def store_calls(client) -> dict[str, float]:
+    """How many calls of each store operation the server has made (from ``/metrics``)."""
+    text = client.get("/metrics").text
+    return {
+        sample.labels["op"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "t2mir_store_latency_seconds_count"
+    }
+
+
+def calls_during(client, acts) -> dict[str, float]:
+    """The store calls made while ``acts()`` runs, by operation."""
+    before = store_calls(client)
+    acts()
+    after = store_calls(client)
+    return {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)}
+
+
+def test_acts_on_the_mirror_cost_one_store_call_and_a_rebuild_one_more(app_client):
+    """The act path's round trips: an act for the step after one this process answered is its
+    append alone (closing an episode included); without the mirror, one ``load`` comes first."""
+    client, _, ctx = app_client
+    recreate(client, "r1", "short-test")
+
+    def play(steps: range) -> None:
+        for step in steps:
+            response = act(client, "r1", step, start=0 if step < 5 else 5, done=step == 4)
+            assert response.status_code == 200, response.text
+
+    assert calls_during(client, lambda: play(range(0, 1))) == {"load": 1, "append": 1}
+    assert calls_during(client, lambda: play(range(1, 5))) == {"append": 4}
+    ctx.sessions.deps.mirror.drop("r1")
+    assert calls_during(client, lambda: play(range(5, 6))) == {"load": 1, "append": 1}
+
+
 def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app_client):
     client, faulty, ctx = app_client
     recreate(client, "f1")
@@ -102,7 +139,7 @@ def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app
     assert client.get("/sessions/f1").json() == before
     engine = ctx.registry.resolve("darkroom-test").engine
     assert not engine.is_cached_at(("f1", before["created_at"]), 0, 4)  # it ran ahead: slot dropped
-    assert ctx.sessions.mirror.get("f1") is None
+    assert ctx.sessions.deps.mirror.get("f1") is None
     assert first + actions(client, "f1", range(4, 8)) == reference
 
 
@@ -110,11 +147,11 @@ def test_lost_race_at_append_is_a_conflict_or_the_stored_answer(app_client):
     client, faulty, ctx = app_client
     recreate(client, "f2")
     actions(client, "f2", range(0, 3))
-    ctx.sessions.mirror.drop("f2")  # the act reads the store, so the race is lost after that read
+    ctx.sessions.deps.mirror.drop("f2")  # the act reads the store, so the race is lost after that read
     faulty.next_append = AppendOutcome("conflict", next_step=5)
     response = act(client, "f2", 3)
     assert response.status_code == 409 and response.json()["error"]["expected_step"] == 5
-    assert ctx.sessions.mirror.get("f2") is None
+    assert ctx.sessions.deps.mirror.get("f2") is None
     stored = {"session_id": "f2", "step": 3, "episode": 0, "action": 4}
     faulty.next_append = AppendOutcome("duplicate", response=stored)
     response = act(client, "f2", 3)
@@ -131,12 +168,12 @@ def test_stale_mirror_never_stores_a_step(app_client):
     reference = actions(client, "f3", range(0, 6))
     recreate(client, "f3")
     actions(client, "f3", range(0, 3))
-    entry = ctx.sessions.mirror.get("f3")
+    entry = ctx.sessions.deps.mirror.get("f3")
     created_at = entry.created_at
     stored = {"session_id": "f3", "step": 3, "episode": 0, "action": reference[3]}
     record = StepRecord(3, [3.0, 1.0], 0.25, reference[3], False)
     assert client.portal.call(ctx.store.append, "f3", record, stored).status == "appended"
-    assert ctx.sessions.mirror.get("f3") is entry  # the server does not know yet
+    assert ctx.sessions.deps.mirror.get("f3") is entry  # the server does not know yet
     response = act(client, "f3", 3)  # the client retries the step the other process answered
     assert response.status_code == 200
     assert {k: v for k, v in response.json().items() if k != "timings"} == stored
@@ -151,10 +188,10 @@ def test_stale_mirror_never_stores_a_step(app_client):
         reward = None if step == 0 else 0.0
         r = StepRecord(step, obs, reward, 0, False)
         assert client.portal.call(ctx.store.append, "f3", r, {"step": step}).status == "appended"
-    assert ctx.sessions.mirror.get("f3").next_step == 6
+    assert ctx.sessions.deps.mirror.get("f3").next_step == 6
     response = act(client, "f3", 6)
     assert response.status_code == 200
-    assert ctx.sessions.mirror.get("f3").created_at == meta.created_at != created_at
+    assert ctx.sessions.deps.mirror.get("f3").created_at == meta.created_at != created_at
     assert client.get("/sessions/f3").json()["step"] == 7
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 
 import numpy as np
@@ -20,8 +21,9 @@ from server.store import (
     SessionState,
     SessionStore,
     StepRecord,
-    apply_retention,
     meta_after_append,
+    retain,
+    state_after_append,
 )
 
 pytestmark = pytest.mark.anyio
@@ -186,7 +188,8 @@ async def test_retention(
     step, reference = 0, []
     for i, ret in enumerate(returns):
         step = await play_episode(store, "s1", step, [ret / 2, ret / 2])
-        reference = apply_retention([*reference, Episode(i, ret, [])], Retention(mode, count))
+        reference = [*reference, Episode(i, ret, [])]
+        reference = retain(reference, [e.ret for e in reference], Retention(mode, count))
         state = await store.load("s1")
         assert [e.index for e in state.episodes] == [e.index for e in reference]
     assert [e.index for e in state.episodes] == kept
@@ -234,6 +237,42 @@ async def test_meta_after_append_predicts_the_stored_metadata(store: SessionStor
         assert (await store.append("s1", record, response)).status == "appended"
         predicted = meta_after_append(predicted, record, response)
         assert predicted == await store.get_meta("s1"), step
+
+
+@pytest.mark.parametrize(("mode", "count"), [("best", 2), ("best", 0), ("last", 1)])
+async def test_state_after_append_predicts_the_stored_state(
+    store: SessionStore, mode: str, count: int
+) -> None:
+    """The Python state change (`state_after_append`: counters, returns, closing an episode,
+    retention) is what both stores hold after every append (for Redis: what its Lua script does)."""
+    memory = MemorySessionStore()
+    for s in (store, memory):
+        await s.create(make_meta(mode=mode, count=count))
+    predicted = await memory.load("s1")
+    assert snap(await store.load("s1")) == snap(predicted)
+    rng = random.Random(5)
+    step = 0
+    for _ in range(7):
+        length = rng.randint(1, 4)
+        for t in range(length + 1):
+            reward = None if t == 0 else rng.choice([0.0, 1.0, 0.5])  # returns tie often
+            record = rec(step, reward, done=t == length, action=rng.randrange(4))
+            response = {"a": step, "r": [1.5, None]}
+            for s in (store, memory):
+                assert (await s.append("s1", record, response)).status == "appended"
+            predicted = state_after_append(predicted, record, response)
+            assert snap(await store.load("s1")) == snap(await memory.load("s1")) == snap(predicted), step
+            step += 1
+    assert len(predicted.meta.returns) == 7 and len(predicted.episodes) == count
+    # an episode return that would overflow is refused by the store and the Python change alike
+    for record in (rec(step), rec(step + 1, 1e308)):
+        assert (await store.append("s1", record, {})).status == "appended"
+        predicted = state_after_append(predicted, record, {})
+    assert snap(await store.load("s1")) == snap(predicted)
+    with pytest.raises(InvalidRecord):
+        await store.append("s1", rec(step + 2, 1e308), {})
+    with pytest.raises(InvalidRecord):
+        state_after_append(predicted, rec(step + 2, 1e308), {})
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "a{b}", "}x", "{", "a/b", "x" * 129, "é", "a\nb"])

@@ -1,0 +1,77 @@
+"""What both session stores do before they reach their backend: the argument checks of the
+`SessionStore` protocol, in one place.
+
+An invalid session id is refused by `create` (`InvalidSessionId`) and unknown to every other
+call; a malformed record, response or metadata raises `InvalidRecord` before anything is written
+(for an append, even when the session is unknown). A store subclasses `CheckedStore` and
+implements the backend calls, which receive valid ids and normalised, JSON-encoded arguments.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from server.store.models import (
+    AppendOutcome,
+    SessionMeta,
+    SessionState,
+    StepRecord,
+    dumps_json,
+    is_valid_session_id,
+    normalize_record,
+    validate_session_id,
+)
+
+
+class CheckedStore(ABC):
+    """The `SessionStore` calls that take arguments, checked here and stored by the subclass."""
+
+    async def create(self, meta: SessionMeta) -> None:
+        """Store a new empty session; raise `SessionExists` / `InvalidSessionId` / `InvalidRecord`."""
+        validate_session_id(meta.session_id)
+        await self._create(meta, dumps_json(meta.metadata, "metadata"))
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """Full state or None; refreshes the TTL (see `SessionStore.load`)."""
+        return await self._load(session_id) if is_valid_session_id(session_id) else None
+
+    async def get_meta(self, session_id: str) -> SessionMeta | None:
+        """Metadata with progress fields, or None; does not touch the TTL."""
+        return await self._get_meta(session_id) if is_valid_session_id(session_id) else None
+
+    async def append(
+        self, session_id: str, record: StepRecord, response: dict[str, Any], created_at: float | None = None
+    ) -> AppendOutcome:
+        """Atomic, idempotent append keyed on ``record.step`` (see `SessionStore.append`)."""
+        rec = normalize_record(record)
+        response_json = dumps_json(response, "response")
+        if not is_valid_session_id(session_id):
+            return AppendOutcome("missing")
+        return await self._append(session_id, rec, response_json, created_at)
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove the session; True if it existed."""
+        return await self._delete(session_id) if is_valid_session_id(session_id) else False
+
+    @abstractmethod
+    async def _create(self, meta: SessionMeta, metadata_json: str) -> None:
+        """Store a new empty session of a valid id, its metadata as JSON; raise `SessionExists`."""
+
+    @abstractmethod
+    async def _load(self, session_id: str) -> SessionState | None:
+        """`SessionStore.load` of a valid id."""
+
+    @abstractmethod
+    async def _get_meta(self, session_id: str) -> SessionMeta | None:
+        """`SessionStore.get_meta` of a valid id."""
+
+    @abstractmethod
+    async def _append(
+        self, session_id: str, record: StepRecord, response_json: str, created_at: float | None
+    ) -> AppendOutcome:
+        """`SessionStore.append` of a normalised record, with its response as JSON, to a valid id."""
+
+    @abstractmethod
+    async def _delete(self, session_id: str) -> bool:
+        """`SessionStore.delete` of a valid id."""
