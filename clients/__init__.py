@@ -36,6 +36,7 @@ _LAZY = {
     "WebSocketSession": "clients.ws",
     "SyncWebSocketSession": "clients.ws",
     "run_episodes": "clients.gym_shim",
+    "make_env": "clients.gym_shim",
     "check_spaces": "clients.gym_shim",
     "EpisodeReport": "clients.gym_shim",
     "SpaceMismatch": "clients.gym_shim",
@@ -80,6 +81,7 @@ __all__ = [
     "Unauthorized",
     "WebSocketSession",
     "check_spaces",
+    "make_env",
     "run_episodes",
     "run_robot_loop",
 ]
