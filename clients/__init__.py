@@ -8,7 +8,8 @@ gymnasium when it is used. The main names::
         returns = run_episodes(client, env, episodes=10)
 
 Submodules: `clients.http` (clients), `clients.ws` (WebSocket channel), `clients.session` (act
-protocol), `clients.gym_shim`, `clients.robot_loop`, `clients.cli` (``t2mir-client``), and
+protocol), `clients.gym_shim` (episodes, and `make_env` for ids registered through entry points),
+`clients.robot_loop`, `clients.cli` (``t2mir-client``), `clients.demo` (``t2mir demo``), and
 `clients.errors` (one exception per server error).
 """
 

@@ -20,7 +20,10 @@ import copy
 import random
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gymnasium.envs.registration import EnvSpec
 
 Action = int | list[float]
 DARKROOM_ID = "t2mir/DarkRoom-v0"
@@ -117,7 +120,7 @@ def check_env(kind: str, obs_dim: int, action: dict[str, Any], max_episode_steps
             )
 
 
-def _gym_spec(env_id: str) -> Any:
+def _gym_spec(env_id: str) -> EnvSpec:
     """gymnasium's spec of ``env_id``, registering its namespace from the ``gymnasium.envs`` entry
     points first when needed (as ``clients.gym_shim.make_env`` does)."""
     import gymnasium
