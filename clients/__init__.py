@@ -8,7 +8,8 @@ gymnasium when it is used. The main names::
         returns = run_episodes(client, env, episodes=10)
 
 Submodules: `clients.http` (clients), `clients.ws` (WebSocket channel), `clients.session` (act
-protocol), `clients.gym_shim`, `clients.robot_loop`, `clients.cli` (``t2mir-client``), and
+protocol), `clients.gym_shim` (episodes, and `make_env` for ids registered through entry points),
+`clients.robot_loop`, `clients.cli` (``t2mir-client``), `clients.demo` (``t2mir demo``), and
 `clients.errors` (one exception per server error).
 """
 
@@ -36,6 +37,7 @@ _LAZY = {
     "WebSocketSession": "clients.ws",
     "SyncWebSocketSession": "clients.ws",
     "run_episodes": "clients.gym_shim",
+    "make_env": "clients.gym_shim",
     "check_spaces": "clients.gym_shim",
     "EpisodeReport": "clients.gym_shim",
     "SpaceMismatch": "clients.gym_shim",
@@ -80,6 +82,7 @@ __all__ = [
     "Unauthorized",
     "WebSocketSession",
     "check_spaces",
+    "make_env",
     "run_episodes",
     "run_robot_loop",
 ]

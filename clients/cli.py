@@ -2,9 +2,11 @@
 
     t2mir-client run --server http://localhost:8000 --env t2mir/DarkRoom-v0 --task test:3 --episodes 20
 
-prints one line per episode (with a tqdm progress bar on stderr) and a summary. ``t2mir/...`` ids
-come from the project's ``training.envs`` (``--task`` names a task such as ``test:3``); any other
-id goes through ``gymnasium.make``. The API key may also come from ``T2MIR_API_KEY``.
+prints one line per episode (with a tqdm progress bar on stderr) and a summary. Envs are built by
+`clients.gym_shim.make_env` (``gymnasium.make`` after loading the ``gymnasium.envs`` entry points
+of the id's namespace): ``t2mir/...`` ids are the project's benchmarks, which take a task name
+(``--task test:3``) of the task split ``--split-seed``. The API key may also come from
+``T2MIR_API_KEY``.
 """
 
 from __future__ import annotations
@@ -44,21 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_env(env_id: str, task: str | None, split_seed: int = 0) -> tuple[Any, str]:
-    """Build the env; returns it and a label naming the task (empty for plain gymnasium ids)."""
-    if env_id.startswith(PROJECT_PREFIX):
-        try:
-            import training.envs as project_envs
-        except ImportError as exc:
-            raise SystemExit(
-                f"{env_id} needs the project's training package (pip install 't2mir[train]'): {exc}"
-            ) from None
-        spec = project_envs.resolve_task(env_id, task or "test:0", seed=split_seed)
-        return project_envs.make_env(env_id, spec), f"{spec.split}:{spec.index} {spec.params}"
-    if task is not None:
-        raise SystemExit(f"--task applies to {PROJECT_PREFIX}* envs only, not {env_id}")
-    import gymnasium
+    """Build the env; returns it and a label naming the task (empty for plain gymnasium ids).
 
-    return gymnasium.make(env_id), ""
+    Raises ValueError for an id gymnasium does not know and SystemExit when a module is missing.
+    """
+    from clients.gym_shim import make_env as gym_make
+
+    project = env_id.startswith(PROJECT_PREFIX)
+    if task is not None and not project:
+        raise SystemExit(f"--task applies to {PROJECT_PREFIX}* envs only, not {env_id}")
+    kwargs = {"task": task or "test:0", "split_seed": split_seed} if project else {}
+    hint = " (pip install 't2mir[envs]')" if project else ""
+    try:
+        import gymnasium
+
+        env = gym_make(env_id, **kwargs)
+    except ImportError as exc:
+        raise SystemExit(f"{env_id} needs a missing module{hint}: {exc}") from None
+    except gymnasium.error.Error as exc:  # an unknown id or version
+        raise ValueError(str(exc)) from exc
+    if not project:
+        return env, ""
+    spec = env.unwrapped.task
+    return env, f"{spec.name} {spec.params}"
 
 
 def summarize(returns: Sequence[float]) -> str:

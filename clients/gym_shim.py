@@ -10,6 +10,10 @@ kind and size) before the first act. Actions are converted to the env's space: a
 ``Discrete`` (offset by ``start``), an array of the space's dtype (float32 for the usual ``Box``)
 clipped to its bounds. Terminated and truncated episodes both end with a ``done`` act carrying the
 final observation and reward. gymnasium is imported only when a function here is called.
+
+`make_env` is ``gymnasium.make`` that first registers ids published by installed packages::
+
+    env = make_env("t2mir/DarkRoom-v0", task="test:3")   # the project's envs, without importing them
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
 
 from clients.protocol import SessionInfo
 from clients.session import Session
+
+ENV_PLUGINS = "gymnasium.envs"
+"""Entry-point group of env registrations: named for a namespace, a function registering its ids."""
 
 
 class SpaceMismatch(ValueError):
@@ -51,6 +59,23 @@ def _flat_size(space: Any) -> int:
     if isinstance(space, spaces.Discrete):
         return 1
     raise SpaceMismatch(f"unsupported observation space {space} (expected Box or Discrete)")
+
+
+def make_env(env_id: str, **kwargs: Any) -> Any:
+    """``gymnasium.make(env_id, **kwargs)``, registering ``env_id``'s namespace first if needed.
+
+    Packages publish their gymnasium ids as entry points of the ``gymnasium.envs`` group named for
+    the ids' namespace (``t2mir`` for ``t2mir/DarkRoom-v0``), each a function that registers them;
+    when ``env_id`` is not registered yet, the entry points of its namespace are loaded and called.
+    Raises ImportError when such a package or its dependencies are missing.
+    """
+    import gymnasium
+
+    namespace, slash, _ = env_id.partition("/")
+    if slash and ":" not in env_id and env_id not in gymnasium.registry:
+        for register in entry_points(group=ENV_PLUGINS, name=namespace):
+            register.load()()
+    return gymnasium.make(env_id, **kwargs)
 
 
 def check_spaces(info: SessionInfo, observation_space: Any, action_space: Any) -> None:

@@ -84,6 +84,7 @@ class LoadedModel:
             "version": self.version,
             "backbone": c.backbone,
             "variant": variant_name(c),
+            "parameters": self.card.get("parameters"),
             "env_id": c.env_id,
             "observation_dim": c.observation.dim,
             "action": action_spec(c),

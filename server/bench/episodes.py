@@ -5,7 +5,8 @@ Environments expose three calls (``reset``, ``step``, ``clone``) with JSON-ready
 load generator never touches numpy or gymnasium. ``synthetic`` draws random observations and
 rewards and ends an episode after the model's ``max_episode_steps``: it costs almost nothing, so
 the measurement is the server's alone. ``darkroom`` steps ``t2mir/DarkRoom-v0`` (100-step
-episodes, one held-out task per session), which needs the ``training`` package and gymnasium.
+episodes, one held-out task per session) through gymnasium, registered by the ``gymnasium.envs``
+entry point that the training package publishes (``pip install 't2mir[envs]'``).
 
 `ClientHistory` is what a stateless ("naive") client has to keep and re-send with every call:
 the closed episodes the model reads plus the open episode's steps. It keeps exactly what the
@@ -19,12 +20,18 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gymnasium.envs.registration import EnvSpec
 
 from server.store.models import Retention, retain
 
 Action = int | list[float]
 DARKROOM_ID = "t2mir/DarkRoom-v0"
+DARKROOM_TEST_TASKS = 20
+"""Held-out tasks of DarkRoom's task split, given to the sessions in turn."""
 ENV_KINDS = ("darkroom", "synthetic")
 
 
@@ -107,15 +114,24 @@ def check_env(kind: str, obs_dim: int, action: dict[str, Any], max_episode_steps
     if kind not in ENV_KINDS:
         raise ValueError(f"unknown env {kind!r}; choose one of {', '.join(ENV_KINDS)}")
     if kind == "darkroom":
-        from training.envs import env_info
-
-        info = env_info(DARKROOM_ID)
+        episode_steps = _gym_spec(DARKROOM_ID).max_episode_steps or 0
         if obs_dim != 2 or action.get("kind") != "discrete" or action.get("n") != 5:
             raise ValueError("--env darkroom needs a model with 2-d observations and 5 discrete actions")
-        if max_episode_steps < info.episode_steps:
+        if max_episode_steps < episode_steps:
             raise ValueError(
-                f"--env darkroom plays {info.episode_steps}-step episodes; the model allows {max_episode_steps}"
+                f"--env darkroom plays {episode_steps}-step episodes; the model allows {max_episode_steps}"
             )
+
+
+def _gym_spec(env_id: str) -> EnvSpec:
+    """gymnasium's spec of ``env_id``, registering its namespace from the ``gymnasium.envs`` entry
+    points first when needed (as ``clients.gym_shim.make_env`` does)."""
+    import gymnasium
+
+    if env_id not in gymnasium.registry:
+        for register in entry_points(group="gymnasium.envs", name=env_id.partition("/")[0]):
+            register.load()()
+    return gymnasium.spec(env_id)
 
 
 def make_envs(kind: str, n: int, obs_dim: int, episode_steps: int, seed: int = 0) -> list[EpisodeEnv]:
@@ -124,10 +140,16 @@ def make_envs(kind: str, n: int, obs_dim: int, episode_steps: int, seed: int = 0
         return [SyntheticEnv(obs_dim, episode_steps, seed * 100_003 + i) for i in range(n)]
     if kind != "darkroom":
         raise ValueError(f"unknown env {kind!r}; choose one of {', '.join(ENV_KINDS)}")
-    from training.envs import make_env, task_split
+    import gymnasium
 
-    _, test = task_split(DARKROOM_ID, seed=seed)
-    return [GymEnv(make_env(DARKROOM_ID, test[i % len(test)], seed=seed + i), seed + i) for i in range(n)]
+    spec = _gym_spec(DARKROOM_ID)
+    return [
+        GymEnv(
+            gymnasium.make(spec, task=f"test:{i % DARKROOM_TEST_TASKS}", split_seed=seed, seed=seed + i),
+            seed + i,
+        )
+        for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------- history

@@ -24,7 +24,7 @@ else:
     raise SystemExit('the blocker does not work')
 import clients
 assert 'gymnasium' not in sys.modules, 'import clients must not import gymnasium'
-import clients.cli, clients.gym_shim, clients.robot_loop, clients.ws, clients.examples.robot_loop
+import clients.cli, clients.demo, clients.gym_shim, clients.robot_loop, clients.ws, clients.examples.robot_loop
 from clients import T2MIRClient, Session, WebSocketSession, run_episodes
 from clients.protocol import act_body
 import numpy as np

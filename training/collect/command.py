@@ -1,4 +1,4 @@
-"""``t2mir collect``: offline learning-history datasets (paper Appendix D.2).
+"""``t2mir collect``: collect offline learning-history datasets (paper Appendix D.2).
 
 Example::
 

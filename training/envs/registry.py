@@ -149,14 +149,35 @@ def resolve_task(env_id: str, name: str, seed: int = 0) -> TaskSpec:
     return (train if split == "train" else test)[index]
 
 
+def create_env(
+    env_id: str, task: TaskSpec | str | None = None, split_seed: int = 0, **kwargs: Any
+) -> gym.Env:
+    """gymnasium's entry point of every id: the family's env class built for ``task``.
+
+    ``task`` is a `TaskSpec` or a task name (``"test:3"``) of ``task_split(env_id, split_seed)``,
+    so ``gym.make("t2mir/DarkRoom-v0", task="test:3")`` needs nothing of this package; ``None``
+    gives the class's default task. Other keyword arguments (``seed``, ...) go to the class.
+    """
+    family = _family(env_id)
+    if isinstance(task, str):
+        task = resolve_task(env_id, task, seed=split_seed)
+    env: gym.Env = _load(family.entry_point)(task=task, **kwargs)
+    return env
+
+
 def register_envs() -> None:
-    """Register the seven ids with gymnasium (idempotent; already-registered ids are kept)."""
+    """Register the seven ids with gymnasium (idempotent; already-registered ids are kept).
+
+    The ``gymnasium.envs`` entry point ``t2mir`` of the package metadata names this function, so
+    clients can register the ids without importing this package by name.
+    """
     for env_id, family in _FAMILIES.items():
         if env_id not in gym.registry:
             gym.register(
                 id=env_id,
-                entry_point=family.entry_point,
+                entry_point=f"{__name__}:create_env",
                 max_episode_steps=family.info.episode_steps,
+                kwargs={"env_id": env_id},
             )
 
 

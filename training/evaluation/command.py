@@ -1,4 +1,6 @@
-"""``t2mir eval --checkpoint DIR [--episodes N] [--tasks test] [--split-seed S] [--seed S] [--json PATH]``.
+"""``t2mir eval``: in-context evaluation of a checkpoint on held-out tasks.
+
+Usage: ``t2mir eval --checkpoint DIR [--episodes N] [--tasks test] [--split-seed S] [--seed S] [--json PATH]``.
 
 On DarkRoom and Point-Robot the summary also holds the split's reference returns (stay, random,
 oracle) and the best / last episode means normalised on them (stay 0, oracle 1).

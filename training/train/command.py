@@ -1,4 +1,7 @@
-"""``t2mir train --config CONFIG [key=value ...]``."""
+"""``t2mir train``: train a T2MIR / AD / DPT policy.
+
+Usage: ``t2mir train --config CONFIG [key=value ...]``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""``t2mir viz --checkpoint DIR --dataset DIR [--baseline DIR]``: the paper's insight plots (PNG).
+"""``t2mir viz``: the paper's routing insight plots (PNG) from a checkpoint and its dataset.
+
+Usage: ``t2mir viz --checkpoint DIR --dataset DIR [--baseline DIR]``.
 
 * ``token_modality.png``: token-router expert use by modality (s / a / r), Fig. 1 left / Fig. 6.
 * ``task_weights.png``: task-router expert weights per task (heatmap).
