@@ -41,8 +41,7 @@ from server.registry import LoadedModel
 from server.schemas import ActBody
 from server.sessions import SessionService, action_noise_of, derive_seed, not_found, sampling_of
 from server.store import InvalidRecord, SessionMeta, SessionState, StepRecord, meta_after_append
-from t2mir_model.engine import ActRequest
-from t2mir_model.exploration import explore
+from t2mir_model import ActRequest, explore
 
 log = logging.getLogger("t2mir.server")
 

@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("server.command", "server", "run the inference server"),
     "demo": ("server.demo", "server", "serve the shipped checkpoint and drive client episodes"),
     "bench": ("server.bench.command", "server", "load-test a server against the naive baseline"),
-    "bench-model": ("t2mir_model.bench", "", "time full-forward versus cached decoding"),
+    "bench-model": ("t2mir_model.t2mir.bench", "", "time full-forward versus cached decoding"),
 }
 
 

@@ -13,7 +13,8 @@ from server.bench.episodes import ClientHistory
 from server.mirror import retain as mirror_retain
 from server.store import Retention
 from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig
-from t2mir_model.history import Episode, SessionHistory, ad_context_tokens
+from t2mir_model.history import Episode, SessionHistory
+from t2mir_model.t2mir.context import ad_context_tokens
 
 CONFIG = T2MIRConfig(
     observation=ObservationSpec(2),

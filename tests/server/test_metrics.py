@@ -7,7 +7,7 @@ from model_factory import tiny_policy
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import ServerMetrics
-from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model import ActRequest, DecodeEngine
 from t2mir_model.history import SessionHistory
 
 DESIGN_NAMES = {
