@@ -233,7 +233,7 @@ class ServerMetrics:
 
     def _child(self, family: Counter, *labels: str) -> Counter:
         """A labelled counter, created once and kept (``labels`` costs a lock and a lookup)."""
-        key = (id(family), *labels)
+        key: tuple[int | str, ...] = (id(family), *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = family.labels(*labels)

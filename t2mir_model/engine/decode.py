@@ -168,8 +168,7 @@ class DecodeEngine:
                 heads[i] = head
         results = []
         for i, request in enumerate(requests):
-            slot = self._slots[request.key]
-            slot.t = request.history.t
+            self._slots[request.key].t = request.history.t
             results.append(ActResult(self._select(heads[i], request.seed), plans[i][3]))
             if not self.use_cache:
                 self.evict(request.key)

@@ -59,7 +59,7 @@ def summarize_routing(forwards: Iterable[Sequence[LayerStatistics]]) -> list[Lay
 
     ``forwards``: one sequence of per-layer statistics per forward (e.g. every `EngineOutput.routing`
     entry of several engine calls). Each layer is summed in one pass over all the forwards."""
-    groups: dict[tuple[type, int], list[LayerStatistics]] = {}
+    groups: dict[tuple[type[LayerStatistics], int], list[LayerStatistics]] = {}
     for forward in forwards:
         for stats in forward:
             groups.setdefault((type(stats), stats.layer), []).append(stats)
