@@ -56,8 +56,7 @@ from server.store import (
     episode_return_after,
     meta_after_append,
 )
-from t2mir_model.engine import ActRequest
-from t2mir_model.exploration import explore
+from t2mir_model import ActRequest, explore
 
 log = logging.getLogger("t2mir.server")
 

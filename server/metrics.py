@@ -4,9 +4,9 @@ Names are DESIGN.md's, prefixed ``t2mir_``. Labels are bounded: status codes, st
 model names/versions, layer and expert indices, token modalities; never session ids.
 
 Routing statistics arrive as tensors in every `EngineOutput`; `ServerMetrics.record_engine_output`
-queues them, and every ``ROUTING_BATCH`` engine calls (or before a scrape) they are summed per
-layer in one pass and read back with one ``tolist`` per layer, on the engine's worker thread
-(never on the event loop). Summing per act cost a single session about 0.4 ms of the worker's
+queues them, and every ``ROUTING_BATCH`` engine calls (or before a scrape) `summarize_routing` sums
+them per layer in one pass and they are read back with one ``tolist`` per layer, on the engine's
+worker thread (never on the event loop). Summing per act cost a single session about 0.4 ms of the worker's
 time right when the event loop answered the act, competing with it for the GIL.
 ``router_load_cv`` / ``router_entropy`` are computed on an exponentially decaying usage window
 (about the last 100 engine calls per model).
@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
-from t2mir_model.routing import cv_squared, normalised_entropy
-from t2mir_model.task_moe import TaskRouting
-from t2mir_model.token_moe import TokenRouting
-from t2mir_model.tokens import MODALITIES
+from t2mir_model import (
+    EngineOutput,
+    LayerRoutingSummary,
+    LayerStatistics,
+    cv_squared,
+    normalised_entropy,
+    summarize_routing,
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -36,34 +40,14 @@ ROUTING_BATCH = 32
 """Engine calls whose routing statistics are queued and summed in one pass (scrapes drain sooner)."""
 
 
-def _token_counts(stats: list[TokenRouting]) -> torch.Tensor:
-    """(3, E) top-k selections by token modality over several forwards' token routings."""
-    joined = TokenRouting(
-        torch.cat([s.gates for s in stats]),
-        torch.cat([s.weight for s in stats]),
-        torch.cat([s.kind for s in stats]),
-        stats[0].balance_loss,
-    )
-    return joined.counts.detach().float().cpu()
-
-
-def _task_weights(stats: list[TaskRouting]) -> torch.Tensor:
-    """(E,) task-gate values summed over the valid tokens of several forwards' task routings."""
-    joined = TaskRouting(
-        torch.cat([s.logits.reshape(1, -1, s.logits.shape[-1]) for s in stats], 1),
-        torch.cat([s.gates.reshape(1, -1, s.gates.shape[-1]) for s in stats], 1),
-        torch.cat([s.valid.reshape(1, -1) for s in stats], 1),
-    )
-    return joined.weights.detach().float().cpu()
-
-
 class _WithoutCreated:
     """A collector view of a registry that drops the ``*_created`` samples (noise for dashboards)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
+        """Every metric of the registry, without its ``*_created`` samples."""
         for metric in self.registry.collect():  # fresh objects on every collect
             metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
             yield metric
@@ -158,9 +142,9 @@ class ServerMetrics:
             "model_info", "Loaded model versions", ["model", "version", "backbone"], namespace=ns, registry=r
         )
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, list[list[Any]]]] = []
+        self._pending: list[tuple[str, list[Sequence[LayerStatistics]]]] = []
         self._usage: dict[tuple[str, int, str], torch.Tensor] = {}
-        self._children: dict[tuple[str, int], dict[str, Any]] = {}
+        self._children: dict[tuple[int | str, ...], Counter] = {}
 
     # ------------------------------------------------------------------ exposition
     def render(self) -> bytes:
@@ -200,7 +184,7 @@ class ServerMetrics:
         self.episode_return.labels(model).observe(ret)
 
     # ------------------------------------------------------------------ engine (worker thread)
-    def record_engine_output(self, model: str, output: Any, waits: list[float]) -> None:
+    def record_engine_output(self, model: str, output: EngineOutput, waits: list[float]) -> None:
         """Batch size, queue waits and cache hits of one engine call; its routing statistics are
         queued and summed with those of other calls (`drain_routing`)."""
         self.batch_size.observe(len(output.results))
@@ -221,56 +205,39 @@ class ServerMetrics:
         """Add the queued routing statistics to the series, summed per model (one pass per model)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        by_model: dict[str, list[list[Any]]] = {}
+        by_model: dict[str, list[list[Sequence[LayerStatistics]]]] = {}
         for model, routing in pending:
             by_model.setdefault(model, []).append(routing)
         for model, calls in by_model.items():
-            self._add_routing(model, [forward for call in calls for forward in call], len(calls))
+            summaries = summarize_routing(forward for call in calls for forward in call)
+            self._add_summaries(model, summaries, len(calls))
 
-    def record_routing(self, model: str, routing: list[list[Any]]) -> None:
-        """Add the routing statistics of one engine call (a list of forwards' LayerRouting lists)."""
-        self._add_routing(model, routing, 1)
-
-    def _add_routing(self, model: str, forwards: list[list[Any]], calls: int) -> None:
-        """Sum the LayerRouting lists of ``forwards`` (from ``calls`` engine calls) per layer."""
-        token: dict[int, list[Any]] = {}
-        task: dict[int, list[Any]] = {}
-        for forward in forwards:
-            for layer in forward:
-                if layer.token is not None:
-                    token.setdefault(layer.layer, []).append(layer.token)
-                if layer.task is not None:
-                    task.setdefault(layer.layer, []).append(layer.task)
-        token_counts = {layer: _token_counts(stats) for layer, stats in token.items()}
-        task_weights = {layer: _task_weights(stats) for layer, stats in task.items()}
+    def _add_summaries(self, model: str, summaries: list[LayerRoutingSummary], calls: int) -> None:
+        """Add per-layer routing summaries (of ``calls`` engine calls) to the series."""
         with self._lock:
-            for layer, counts in token_counts.items():
-                children = self._layer_children(model, layer, counts.shape[1], None)
-                for m, row in enumerate(counts.tolist()):
-                    for e, value in enumerate(row):
+            for summary in summaries:
+                label = str(summary.layer)
+                if summary.token_counts is not None:
+                    for modality, row in zip(summary.modalities, summary.token_counts.tolist(), strict=True):
+                        for e, value in enumerate(row):
+                            if value:
+                                self._child(self.expert_tokens, model, label, "token", modality, str(e)).inc(
+                                    value
+                                )
+                if summary.task_weights is not None:
+                    for e, value in enumerate(summary.task_weights.tolist()):
                         if value:
-                            children["tokens"][m][e].inc(value)
-                self._update_usage(model, layer, "token", counts.sum(0), calls)
-            for layer, weights in task_weights.items():
-                children = self._layer_children(model, layer, None, weights.shape[0])
-                for e, value in enumerate(weights.tolist()):
-                    if value:
-                        children["task"][e].inc(value)
-                self._update_usage(model, layer, "task", weights, calls)
+                            self._child(self.task_expert_weight, model, label, str(e)).inc(value)
+                for router, usage in summary.usage().items():
+                    self._update_usage(model, summary.layer, router, usage, calls)
 
-    def _layer_children(
-        self, model: str, layer: int, n_token: int | None, n_task: int | None
-    ) -> dict[str, Any]:
-        entry = self._children.setdefault((model, layer), {})
-        label = str(layer)
-        if n_token is not None and "tokens" not in entry:
-            entry["tokens"] = [
-                [self.expert_tokens.labels(model, label, "token", mod, str(e)) for e in range(n_token)]
-                for mod in MODALITIES
-            ]
-        if n_task is not None and "task" not in entry:
-            entry["task"] = [self.task_expert_weight.labels(model, label, str(e)) for e in range(n_task)]
-        return entry
+    def _child(self, family: Counter, *labels: str) -> Counter:
+        """A labelled counter, created once and kept (``labels`` costs a lock and a lookup)."""
+        key: tuple[int | str, ...] = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     def _update_usage(self, model: str, layer: int, router: str, usage: torch.Tensor, calls: int) -> None:
         key = (model, layer, router)

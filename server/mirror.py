@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from server.store import Retention, SessionMeta, SessionState, StepRecord, retain
-from t2mir_model.history import Episode, SessionHistory
+from t2mir_model import Episode, SessionHistory
 
 
 def obs_tensor(obs: list[float]) -> Tensor:

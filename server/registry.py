@@ -25,15 +25,21 @@ from server.errors import ApiError
 from server.metrics import ServerMetrics
 from server.settings import MB, ServerSettings
 from server.store import Retention
-from t2mir_model import KVCache, T2MIRConfig, T2MIRPolicy, read_card, variant_name
-from t2mir_model.engine import ActRequest, DecodeEngine
-from t2mir_model.exploration import card_action_noise
-from t2mir_model.history import SessionHistory
+from t2mir_model import (
+    ActRequest,
+    EngineOptions,
+    PolicyEngine,
+    ServedConfig,
+    SessionHistory,
+    card_action_noise,
+    load_engine,
+    read_card,
+)
 
 log = logging.getLogger("t2mir.server")
 
 
-def action_spec(config: T2MIRConfig) -> dict[str, Any]:
+def action_spec(config: ServedConfig) -> dict[str, Any]:
     """The action space as clients see it."""
     a = config.action
     if a.is_discrete:
@@ -41,7 +47,7 @@ def action_spec(config: T2MIRConfig) -> dict[str, Any]:
     return {"kind": "continuous", "dim": a.dim, "low": list(a.low or ()), "high": list(a.high or ())}
 
 
-def retention_for(config: T2MIRConfig) -> Retention:
+def retention_for(config: ServedConfig) -> Retention:
     """What the store keeps of closed episodes: AD the L-1 best, DPT the last one."""
     return Retention.for_backbone(config.backbone, config.context_episodes)
 
@@ -54,12 +60,16 @@ class LoadedModel:
     version: str
     directory: Path
     card: dict[str, Any]
-    config: T2MIRConfig
-    engine: DecodeEngine
+    engine: PolicyEngine
     batcher: Batcher
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     ready: bool = False
+
+    @property
+    def config(self) -> ServedConfig:
+        """The facts of the model's config that serving reads."""
+        return self.engine.config
 
     @property
     def retention(self) -> Retention:
@@ -83,7 +93,7 @@ class LoadedModel:
             "name": self.name,
             "version": self.version,
             "backbone": c.backbone,
-            "variant": variant_name(c),
+            "variant": self.engine.variant,
             "parameters": self.card.get("parameters"),
             "env_id": c.env_id,
             "observation_dim": c.observation.dim,
@@ -96,30 +106,21 @@ class LoadedModel:
         }
 
 
-def _slots(settings: ServerSettings, config: T2MIRConfig) -> int:
-    if settings.cache_slots is not None:
-        return settings.cache_slots
-    per_slot = KVCache.bytes_per_slot(config, config.max_context_tokens)
-    return max(1, int(settings.kv_cache_mb * MB) // per_slot)
-
-
-def _read(directory: Path, settings: ServerSettings) -> tuple[T2MIRPolicy, dict[str, Any], DecodeEngine]:
-    """Worker thread: load weights and build the engine."""
+def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], PolicyEngine]:
+    """Worker thread: load the checkpoint's engine (whatever its model family) and its card."""
     torch.set_num_threads(settings.torch_threads)
-    policy = T2MIRPolicy.from_pretrained(directory, map_location=settings.device)
-    if policy.config.moe.task_routing != "prefix":
-        raise ValueError(f"{directory}: non-causal task routing ('sequence') cannot be served")
-    card = read_card(directory)
-    engine = DecodeEngine(
-        policy,
-        _slots(settings, policy.config),
+    options = EngineOptions(
+        device=settings.device,
+        cache_slots=settings.cache_slots,
+        cache_bytes=int(settings.kv_cache_mb * MB),
         use_cache=not settings.no_cache,
         compile_step=settings.compile_step,
     )
-    return policy, card, engine
+    engine = load_engine(directory, options)
+    return read_card(directory), engine
 
 
-def _warm_up(engine: DecodeEngine) -> None:
+def _warm_up(engine: PolicyEngine) -> None:
     """Worker thread: run a throw-away rebuild and an incremental step so the first act is not slow."""
     config = engine.config
     history = SessionHistory()
@@ -157,7 +158,7 @@ class ModelRegistry:
             self._add(model)
 
     async def _load(self, directory: Path) -> LoadedModel:
-        policy, card, engine = await asyncio.to_thread(_read, directory, self.settings)
+        card, engine = await asyncio.to_thread(_read, directory, self.settings)
         name = str(card.get("name") or directory.resolve().name)
         version = str(card.get("version") or "1")
         batch = min(self.settings.max_batch_size, engine.num_slots)
@@ -169,7 +170,7 @@ class ModelRegistry:
             torch_threads=self.settings.torch_threads,
             on_output=lambda out, waits, n=name: self.metrics.record_engine_output(n, out, waits),
         )
-        model = LoadedModel(name, version, directory, card, policy.config, engine, batcher)
+        model = LoadedModel(name, version, directory, card, engine, batcher)
         batcher.start()
         await batcher.run_on_worker(_warm_up, engine)
         model.ready = True
@@ -178,7 +179,7 @@ class ModelRegistry:
             extra={
                 "model": name,
                 "version": version,
-                "variant": variant_name(policy.config),
+                "variant": engine.variant,
                 "slots": engine.num_slots,
             },
         )

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, S
 from pydantic_core import PydanticCustomError
 
 from server.store.models import MAX_STEP, SESSION_ID_PATTERN
-from t2mir_model.exploration import MAX_ACTION_NOISE
+from t2mir_model import MAX_ACTION_NOISE
 
 FLOAT32_MAX = 3.4028234663852886e38
 

@@ -30,8 +30,7 @@ from server.store import (
     SessionStore,
     StoreUnavailable,
 )
-from t2mir_model import variant_name
-from t2mir_model.exploration import check_action_noise
+from t2mir_model import check_action_noise, variant_name
 
 T = TypeVar("T")
 log = logging.getLogger("t2mir.server")

@@ -46,7 +46,7 @@ class ServerSettings(BaseSettings):
     compile_step: bool = False
     """Compile each model's one-session decode step ahead of time (AOTInductor) when it loads: about
     2-4x faster single-session acts, tens of seconds more per model load, needs a C++ compiler.
-    CPU serving only (see `t2mir_model.fused_step.CompiledDecoder`)."""
+    CPU serving only (see `t2mir_model.t2mir.fused_step.CompiledDecoder`)."""
     max_batch_size: int = Field(64, ge=1)
     """Most sessions joined into one engine call."""
     max_wait_ms: float = Field(2.0, ge=0)

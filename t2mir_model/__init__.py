@@ -1,42 +1,114 @@
-"""T2MIR model package: config, policy (token- and task-wise MoE on AD / DPT), KV-cached decoding.
+"""In-context RL policies with mixtures of experts, KV-cached decoding, and the engines that serve them.
 
-Depends on torch and safetensors only.
+Depends on torch and safetensors only. The server and the trainer import from this package alone;
+its subpackages are its implementation:
+
+- ``layers/``: building blocks shared by every family: causal attention, expert banks, routing
+  maths (``top_k_gates``, ``cv_squared``, ``normalised_entropy``, smooth load), the KV cache, the
+  feed-forward sublayer, and routing summaries as plain data (`summarize_routing`).
+- ``t2mir/``: the T2MIR family (token- and task-wise MoE on AD / DPT backbones): `T2MIRConfig`
+  and `MoEConfig` (``configuration``), `T2MIRPolicy` (``modeling``), the s, a, r token sequence,
+  the context each backbone reads from a session history, the compiled one-session decode step.
+- ``engine/``: the `PolicyEngine` interface the server and the evaluator drive (`ActRequest` in,
+  `EngineOutput` out), the T2MIR family's `DecodeEngine`, and `load_engine`, the one entry point
+  from a checkpoint directory to an engine of the family its config names.
+- ``history``: `SessionHistory` / `Episode`, the session data every family reads;
+  ``checkpoint``: checkpoint directories (safetensors + JSON config + model card);
+  ``exploration``: seeded exploration noise for continuous actions; ``config_io``: config
+  dataclasses built from nested tables and dotted ``key=value`` overrides, checked by type.
+
+Main entry points: `load_engine` (serving), `T2MIRPolicy` / `T2MIRPolicy.from_pretrained` (training,
+evaluation), `DecodeEngine` (evaluation over a policy in memory), `summarize_routing` (metrics).
 """
 
-from .checkpoint import CheckpointError, read_card, read_config, update_card, variant_name
-from .configuration import ActionSpec, ConfigError, MoEConfig, ObservationSpec, T2MIRConfig
-from .experts import set_sparse_dispatch
-from .kv_cache import CacheCapacityError, KVCache, StepRow
-from .modeling import PolicyBatch, T2MIRPolicy
-from .outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
-from .tokens import ACTION, MODALITIES, REWARD, STATE, TokenBatch, append_queries, interleave_steps
+from . import config_io
+from .checkpoint import (
+    FAMILY_FIELD,
+    T2MIR_FAMILY,
+    CheckpointError,
+    read_card,
+    read_config,
+    read_family,
+    update_card,
+    variant_name,
+)
+from .engine.decode import DecodeEngine
+from .engine.interface import ActRequest, ActResult, EngineOutput, PolicyEngine, ServedConfig
+from .engine.loading import EngineOptions, load_engine
+from .exploration import MAX_ACTION_NOISE, card_action_noise, check_action_noise, explore
+from .history import Episode, SessionHistory
+from .layers.experts import set_sparse_dispatch
+from .layers.kv_cache import CacheCapacityError, KVCache, StepRow
+from .layers.routing import cv_squared, normalised_entropy
+from .layers.routing_summary import LayerRoutingSummary, LayerStatistics, summarize_routing
+from .t2mir.bench import BenchRow, bench
+from .t2mir.configuration import ActionSpec, ConfigError, MoEConfig, ObservationSpec, T2MIRConfig
+from .t2mir.context import ad_context_tokens, dpt_context_tokens
+from .t2mir.modeling import PolicyBatch, T2MIRPolicy
+from .t2mir.outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
+from .t2mir.tokens import (
+    ACTION,
+    MODALITIES,
+    REWARD,
+    STATE,
+    TokenBatch,
+    append_queries,
+    interleave_steps,
+)
 
 __all__ = [
     "ACTION",
+    "FAMILY_FIELD",
+    "MAX_ACTION_NOISE",
     "MODALITIES",
     "REWARD",
     "STATE",
+    "T2MIR_FAMILY",
+    "ActRequest",
+    "ActResult",
     "ActionSpec",
+    "BenchRow",
     "CacheCapacityError",
     "CheckpointError",
     "ConfigError",
+    "DecodeEngine",
     "DecodeOutput",
+    "EngineOptions",
+    "EngineOutput",
+    "Episode",
     "KVCache",
     "LayerRouting",
+    "LayerRoutingSummary",
+    "LayerStatistics",
     "LossOutput",
     "MoEConfig",
     "ObservationSpec",
     "PolicyBatch",
+    "PolicyEngine",
     "PolicyOutput",
+    "ServedConfig",
+    "SessionHistory",
     "StepRow",
     "T2MIRConfig",
     "T2MIRPolicy",
     "TokenBatch",
+    "ad_context_tokens",
     "append_queries",
+    "bench",
+    "card_action_noise",
+    "check_action_noise",
+    "config_io",
+    "cv_squared",
+    "dpt_context_tokens",
+    "explore",
     "interleave_steps",
+    "load_engine",
+    "normalised_entropy",
     "read_card",
     "read_config",
+    "read_family",
     "set_sparse_dispatch",
+    "summarize_routing",
     "update_card",
     "variant_name",
 ]

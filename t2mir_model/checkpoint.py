@@ -2,7 +2,8 @@
 
 Layout of a checkpoint directory::
 
-    config.json        T2MIRConfig.to_dict()
+    config.json        the family's config (T2MIRConfig.to_dict()); ``family`` names the model family
+                       when it is not T2MIR (absent in T2MIR checkpoints)
     model.safetensors  state dict (tensors only)
     card.json          env id, spaces, normalisation, training command, measured metrics, version
     README.md          the card rendered for people
@@ -21,10 +22,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .configuration import ConfigError, T2MIRConfig
+from .t2mir.configuration import ConfigError, T2MIRConfig
 
 if TYPE_CHECKING:
-    from .modeling import T2MIRPolicy
+    from .t2mir.modeling import T2MIRPolicy
 
 CHECKPOINT_FORMAT = "t2mir-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 2
@@ -35,6 +36,12 @@ CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, README_FILE = (
     "card.json",
     "README.md",
 )
+
+
+FAMILY_FIELD = "family"
+"""Key of ``config.json`` naming the model family that reads the checkpoint."""
+T2MIR_FAMILY = "t2mir"
+"""The family of a checkpoint whose config names none (every T2MIR checkpoint)."""
 
 
 class CheckpointError(RuntimeError):
@@ -118,18 +125,36 @@ def save_checkpoint(policy: T2MIRPolicy, directory: str | Path, card: dict[str, 
     return path
 
 
-def read_config(directory: str | Path) -> T2MIRConfig:
-    """Parse and validate ``config.json`` of a checkpoint directory."""
+def _config_data(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory, as stored."""
     path = Path(directory)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     try:
         data = json.loads((path / CONFIG_FILE).read_text())
-        return T2MIRConfig.from_dict(data)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE} is missing: not a t2mir checkpoint") from exc
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path / CONFIG_FILE} is not a JSON object")
+    return data
+
+
+def read_family(directory: str | Path) -> str:
+    """The model family of a checkpoint directory: its config's ``family``, T2MIR when absent."""
+    return str(_config_data(directory).get(FAMILY_FIELD, T2MIR_FAMILY))
+
+
+def read_config(directory: str | Path) -> T2MIRConfig:
+    """Parse and validate ``config.json`` of a T2MIR checkpoint directory."""
+    path = Path(directory)
+    data = _config_data(path)
+    family = data.pop(FAMILY_FIELD, T2MIR_FAMILY)
+    if family != T2MIR_FAMILY:
+        raise CheckpointError(f"{path / CONFIG_FILE} holds a {family!r} model, not a T2MIR one")
+    try:
+        return T2MIRConfig.from_dict(data)
     except ConfigError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE} is incompatible with this build: {exc}") from exc
 

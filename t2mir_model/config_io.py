@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, get_args, get_origin, get_type_hints
 
-from .configuration import ConfigError
+from .t2mir.configuration import ConfigError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

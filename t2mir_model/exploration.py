@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .configuration import ActionSpec
+from .t2mir.configuration import ActionSpec
 
 MAX_ACTION_NOISE = 10.0
 """Largest accepted scale: beyond a few half-ranges every action is clipped to a corner anyway."""

@@ -2,10 +2,10 @@
 
 It keeps nothing between calls. Every ``POST /act`` carries the session's whole context (kept
 closed episodes + the open episode up to s_t, see `server.bench.episodes`); the server rebuilds
-the model's input with `t2mir_model.history` and recomputes the full forward at batch 1, one
-request at a time (a lock in front of one worker thread, one uvicorn worker). Greedy actions
-(argmax / tanh mean), so with ``"sampling": "greedy"`` sessions it must answer exactly what the
-t2mir server answers for the same history.
+the model's input with `t2mir_model.ad_context_tokens` / `dpt_context_tokens` and recomputes the
+full forward at batch 1, one request at a time (a lock in front of one worker thread, one uvicorn
+worker). Greedy actions (argmax / tanh mean), so with ``"sampling": "greedy"`` sessions it must
+answer exactly what the t2mir server answers for the same history.
 
 Run it as ``python -m server.bench.baseline --checkpoint DIR --port P [--torch-threads N]``.
 
@@ -31,8 +31,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from server.store.models import Retention
-from t2mir_model import T2MIRConfig, T2MIRPolicy
-from t2mir_model.history import Episode, SessionHistory, ad_context_tokens, dpt_context_tokens
+from t2mir_model import (
+    Episode,
+    SessionHistory,
+    T2MIRConfig,
+    T2MIRPolicy,
+    ad_context_tokens,
+    dpt_context_tokens,
+)
 
 
 class BadRequest(ValueError):

@@ -9,7 +9,7 @@ fits. A context of E episodes holds E full episodes (E x max_episode_steps steps
 - ``full``: one forward over the whole context at batch 1 (what the naive baseline does on every
   act, and what the engine does once per episode when it rebuilds a session's slot).
 
-Timings come from `t2mir_model.bench.bench` (median of ``repeats`` after a warm-up call).
+Timings come from `t2mir_model.t2mir.bench` (median of ``repeats`` after a warm-up call).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig, T2MIRPolicy, read_config
-from t2mir_model.bench import bench
+from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig, T2MIRPolicy, bench, read_config
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from t2mir_model import ActionSpec, ObservationSpec, StepRow, T2MIRConfig, T2MIRPolicy, TokenBatch
-from t2mir_model.tokens import interleave_steps, slice_tokens
+from t2mir_model.t2mir.tokens import interleave_steps, slice_tokens
 
 CONTEXT_STEPS = 60
 ROUNDS = 7

@@ -12,7 +12,8 @@ from server.bench.baseline import BadRequest, history_from_body
 from server.bench.episodes import ClientHistory
 from server.store import Retention, retain
 from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig
-from t2mir_model.history import Episode, SessionHistory, ad_context_tokens
+from t2mir_model.history import Episode, SessionHistory
+from t2mir_model.t2mir.context import ad_context_tokens
 
 CONFIG = T2MIRConfig(
     observation=ObservationSpec(2),

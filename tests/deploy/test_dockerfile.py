@@ -99,7 +99,7 @@ def dockerignore_excludes(path: str) -> bool:
     [
         "pyproject.toml",
         "README.md",
-        "t2mir_model/modeling.py",
+        "t2mir_model/t2mir/modeling.py",
         "server/app.py",
         "clients/http.py",
         "checkpoints/darkroom-t2mir-ad/model.safetensors",

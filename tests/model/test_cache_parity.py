@@ -7,7 +7,7 @@ import torch
 from model_factory import random_steps, tiny_policy
 
 from t2mir_model import StepRow, append_queries
-from t2mir_model.tokens import pad_rows, slice_tokens
+from t2mir_model.t2mir.tokens import pad_rows, slice_tokens
 
 ATOL = 1e-5
 

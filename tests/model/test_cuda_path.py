@@ -18,11 +18,10 @@ import torch
 from model_factory import next_step_tokens, play_session, random_steps, tiny_policy
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from t2mir_model import StepRow
-from t2mir_model.attention import CausalSelfAttention, full_attention_mask
-from t2mir_model.engine import DecodeEngine
-from t2mir_model.fused_step import FusedStep, StepCompileError
-from t2mir_model.tokens import pad_rows, slice_tokens
+from t2mir_model import DecodeEngine, StepRow
+from t2mir_model.layers.attention import CausalSelfAttention, full_attention_mask
+from t2mir_model.t2mir.fused_step import FusedStep, StepCompileError
+from t2mir_model.t2mir.tokens import pad_rows, slice_tokens
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

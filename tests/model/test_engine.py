@@ -7,8 +7,9 @@ import pytest
 import torch
 from model_factory import tiny_policy
 
-from t2mir_model.engine import ActRequest, DecodeEngine
-from t2mir_model.history import SessionHistory, ad_context_episodes, ad_context_tokens
+from t2mir_model import ActRequest, DecodeEngine
+from t2mir_model.history import SessionHistory
+from t2mir_model.t2mir.context import ad_context_episodes, ad_context_tokens
 
 
 def run_sessions(engine: DecodeEngine, n_sessions: int, episodes: int, seed: int, sample: bool) -> list[list]:

@@ -12,10 +12,9 @@ import pytest
 import torch
 from model_factory import next_step_tokens, play_session, random_steps, tiny_policy
 
-from t2mir_model import StepRow
-from t2mir_model.engine import DecodeEngine
-from t2mir_model.fused_step import FusedStep, StepCompileError
-from t2mir_model.tokens import slice_tokens
+from t2mir_model import DecodeEngine, StepRow
+from t2mir_model.t2mir.fused_step import FusedStep, StepCompileError
+from t2mir_model.t2mir.tokens import slice_tokens
 
 ATOL = 1e-5
 

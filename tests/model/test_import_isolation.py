@@ -77,7 +77,7 @@ EXPECTED_COMMANDS = {
     "serve": "server.command",
     "demo": "clients.demo",
     "bench": "server.bench.command",
-    "bench-model": "t2mir_model.bench",
+    "bench-model": "t2mir_model.t2mir.bench",
 }
 
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from model_factory import random_steps, tiny_policy
 
 from t2mir_model import PolicyBatch, StepRow
-from t2mir_model.experts import ExpertBank
-from t2mir_model.routing import cv_squared, normalised_entropy, smooth_load, top_k_gates
-from t2mir_model.task_moe import info_nce, prefix_mean
-from t2mir_model.token_moe import TokenMoE
+from t2mir_model.layers.experts import ExpertBank
+from t2mir_model.layers.routing import cv_squared, normalised_entropy, smooth_load, top_k_gates
+from t2mir_model.t2mir.task_moe import info_nce, prefix_mean
+from t2mir_model.t2mir.token_moe import TokenMoE
 
 
 def phi(x: float) -> float:

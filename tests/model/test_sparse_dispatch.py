@@ -8,8 +8,8 @@ import torch
 from model_factory import random_steps, tiny_policy
 
 from t2mir_model import PolicyBatch, set_sparse_dispatch
-from t2mir_model.experts import ExpertBank
-from t2mir_model.routing import top_k_gates
+from t2mir_model.layers.experts import ExpertBank
+from t2mir_model.layers.routing import top_k_gates
 
 
 def _bank_outputs(sparse: bool, logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict]:

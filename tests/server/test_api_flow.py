@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 import pytest
+import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
@@ -16,6 +17,7 @@ from server.command import add_arguments, run, settings_from_args
 from server.schemas import Timings
 from server.settings import ServerSettings
 from server.store import AppendOutcome, MemorySessionStore, SessionMeta, StepRecord, StoreUnavailable
+from t2mir_model import SessionHistory
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -123,6 +125,11 @@ def test_acts_on_the_mirror_cost_one_store_call_and_a_rebuild_one_more(app_clien
     assert calls_during(client, lambda: play(range(5, 6))) == {"load": 1, "append": 1}
 
 
+def at_position(episode: int, t: int, obs_dim: int) -> SessionHistory:
+    """A history whose open episode ``episode`` has reached s_t (the engine's cache check reads only that)."""
+    return SessionHistory(episode=episode, obs=[torch.zeros(obs_dim)] * (t + 1))
+
+
 def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app_client):
     client, faulty, ctx = app_client
     recreate(client, "f1")
@@ -131,14 +138,15 @@ def test_store_outage_at_append_evicts_the_engine_slot_and_the_retry_matches(app
     first = actions(client, "f1", range(0, 4))
     before = client.get("/sessions/f1").json()
     engine = ctx.registry.resolve("darkroom-test").engine
-    assert engine.is_cached_at(("f1", before["created_at"]), 0, 4)  # step 4 would decode incrementally
+    step4 = at_position(0, 4, engine.config.observation.dim)
+    assert engine.is_cached(("f1", before["created_at"]), step4)  # step 4 would decode incrementally
     faulty.next_append = StoreUnavailable("redis went away", retry_after=2)
     response = act(client, "f1", 4)
     assert response.status_code == 503 and response.headers["retry-after"] == "2"
     assert response.json()["error"]["code"] == "store_unavailable"
     assert client.get("/sessions/f1").json() == before
     engine = ctx.registry.resolve("darkroom-test").engine
-    assert not engine.is_cached_at(("f1", before["created_at"]), 0, 4)  # it ran ahead: slot dropped
+    assert not engine.is_cached(("f1", before["created_at"]), step4)  # it ran ahead: slot dropped
     assert ctx.sessions.deps.mirror.get("f1") is None
     assert first + actions(client, "f1", range(4, 8)) == reference
 

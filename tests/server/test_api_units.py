@@ -18,7 +18,8 @@ from server.registry import retention_for
 from server.sessions import derive_seed
 from server.settings import ServerSettings
 from server.store import MemorySessionStore, Retention, SessionMeta, StepRecord
-from t2mir_model.history import SessionHistory, ad_context_tokens, dpt_context_tokens
+from t2mir_model.history import SessionHistory
+from t2mir_model.t2mir.context import ad_context_tokens, dpt_context_tokens
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from model_factory import tiny_policy
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import ServerMetrics
-from t2mir_model.engine import ActRequest, DecodeEngine
+from t2mir_model import ActRequest, DecodeEngine
 from t2mir_model.history import SessionHistory
 
 DESIGN_NAMES = {
@@ -75,8 +75,8 @@ def test_expert_counters_match_routing_and_labels_are_bounded():
     metrics = ServerMetrics()
     policy, outputs = engine_output()
     for out in outputs:
-        metrics.record_routing("m", out.routing)
-    found = families(metrics)
+        metrics.record_engine_output("m", out, [0.0] * len(out.results))
+    found = families(metrics)  # the scrape drains the queued statistics
     tokens = [s for s in found["t2mir_expert_tokens"] if s.name.endswith("_total")]
     assert {tuple(sorted(s.labels)) for s in tokens} == {("expert", "layer", "modality", "model", "router")}
     assert {s.labels["router"] for s in tokens} == {"token"}
@@ -121,7 +121,8 @@ def test_queued_routing_statistics_add_up_to_the_per_call_sums():
     queued, per_call = ServerMetrics(), ServerMetrics()
     for out in outputs:
         queued.record_engine_output("m", out, [0.0] * len(out.results))
-        per_call.record_routing("m", out.routing)
+        per_call.record_engine_output("m", out, [0.0] * len(out.results))
+        per_call.drain_routing()  # summed one engine call at a time
     assert not _expert_totals(queued)  # nothing summed yet: the calls wait in the queue
     queued.render()  # a scrape drains the queue first
     got, want = _expert_totals(queued), _expert_totals(per_call)

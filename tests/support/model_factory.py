@@ -6,6 +6,8 @@ import torch
 
 from t2mir_model import (
     ActionSpec,
+    ActRequest,
+    DecodeEngine,
     MoEConfig,
     ObservationSpec,
     StepRow,
@@ -15,9 +17,8 @@ from t2mir_model import (
     append_queries,
     interleave_steps,
 )
-from t2mir_model.engine import ActRequest, DecodeEngine
 from t2mir_model.history import SessionHistory
-from t2mir_model.tokens import slice_tokens
+from t2mir_model.t2mir.tokens import slice_tokens
 
 
 def tiny_config(backbone: str = "ad", discrete: bool = True, **moe: object) -> T2MIRConfig:

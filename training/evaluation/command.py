@@ -15,8 +15,14 @@ from pathlib import Path
 
 import torch
 
-from t2mir_model import T2MIRPolicy, read_card, update_card, variant_name
-from t2mir_model.exploration import MAX_ACTION_NOISE, check_action_noise
+from t2mir_model import (
+    MAX_ACTION_NOISE,
+    T2MIRPolicy,
+    check_action_noise,
+    read_card,
+    update_card,
+    variant_name,
+)
 from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
 from training.evaluation.reference import reference_scale

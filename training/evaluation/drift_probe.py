@@ -25,9 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from t2mir_model import T2MIRPolicy, read_card
-from t2mir_model.exploration import card_action_noise
-from t2mir_model.history import SessionHistory
+from t2mir_model import SessionHistory, T2MIRPolicy, card_action_noise, read_card
 from training.envs import task_split
 from training.evaluation.reference import normalised_score, task_references
 from training.evaluation.runner import evaluate

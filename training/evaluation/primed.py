@@ -21,9 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from t2mir_model import T2MIRPolicy, read_card
-from t2mir_model.exploration import card_action_noise
-from t2mir_model.history import Episode, SessionHistory
+from t2mir_model import Episode, SessionHistory, T2MIRPolicy, card_action_noise, read_card
 from training.datasets import load_dataset
 from training.datasets.history import TaskHistory
 from training.evaluation.runner import EvalResult, evaluate

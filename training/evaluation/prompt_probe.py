@@ -18,9 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from t2mir_model import T2MIRPolicy
-from t2mir_model.engine import ActRequest, DecodeEngine
-from t2mir_model.history import SessionHistory
+from t2mir_model import ActRequest, DecodeEngine, SessionHistory, T2MIRPolicy
 from training.envs import make_env, resolve_task
 
 

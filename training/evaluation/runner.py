@@ -15,10 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from t2mir_model import T2MIRPolicy
-from t2mir_model.engine import ActRequest, DecodeEngine
-from t2mir_model.exploration import check_action_noise, explore
-from t2mir_model.history import SessionHistory
+from t2mir_model import ActRequest, DecodeEngine, SessionHistory, T2MIRPolicy, check_action_noise, explore
 from training.envs import TaskSpec, make_batch_env
 
 

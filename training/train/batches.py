@@ -7,8 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from t2mir_model import PolicyBatch, append_queries, interleave_steps
-from t2mir_model.tokens import STATE, TokenBatch
+from t2mir_model import STATE, PolicyBatch, TokenBatch, append_queries, interleave_steps
 from training.datasets import ADBatch, DPTBatch, DPTQueries, Segments
 
 

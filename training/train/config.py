@@ -18,17 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t2mir_model import ActionSpec, ConfigError, ObservationSpec, T2MIRConfig
-from t2mir_model.config_io import (
-    build,
-    flatten,
-    matching,
-    parse_text,
-    replace_paths,
-    resolve,
-    unknown_key,
-    value_fields,
-)
+from t2mir_model import ActionSpec, ConfigError, ObservationSpec, T2MIRConfig, config_io
 from training.datasets.sampling import AD_POOLS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -118,17 +108,17 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
         """A validated config from tables laid out as a TOML config file (``model`` and
         ``model.moe`` nested), then ``key=value`` overrides; unknown keys are refused."""
-        values = flatten(data)
+        values = config_io.flatten(data)
         settable = settable_fields()
         for path in values:
             if path not in settable:
                 raise _refused(path, settable)
-        return build(cls, {**values, **parse_overrides(overrides)})
+        return config_io.build(cls, {**values, **parse_overrides(overrides)})
 
     def override(self, changes: Mapping[str, object]) -> TrainConfig:
         """A validated copy with some fields changed; keys as in overrides (``steps``,
         ``model.d_model``, ``moe.task_experts``), values already typed."""
-        return replace_paths(self, {settable_path(key): value for key, value in changes.items()})
+        return config_io.replace_paths(self, {settable_path(key): value for key, value in changes.items()})
 
     def model_config(
         self, observation: ObservationSpec, action: ActionSpec, env_id: str, max_episode_steps: int
@@ -152,22 +142,24 @@ def _from_dataset(path: str) -> bool:
 
 def settable_fields() -> dict[str, object]:
     """Dotted path -> type of every field a config file or an override may set."""
-    return {path: kind for path, kind in value_fields(TrainConfig).items() if not _from_dataset(path)}
+    return {
+        path: kind for path, kind in config_io.value_fields(TrainConfig).items() if not _from_dataset(path)
+    }
 
 
 def _refused(path: str, settable: Mapping[str, object]) -> ConfigError:
     """The error for a path that is not settable: dataset-derived, or unknown."""
     if _from_dataset(path):
         return ConfigError(path, "comes from the dataset, not from the config")
-    return unknown_key(path, settable)
+    return config_io.unknown_key(path, settable)
 
 
 def settable_path(key: str) -> str:
     """The full path of an override key: a path, or an unambiguous tail of one (``moe.task_experts``)."""
     settable = settable_fields()
-    if matching(key, settable):
-        return resolve(key, settable)
-    raise _refused(resolve(key, value_fields(TrainConfig)), settable)
+    if config_io.matching(key, settable):
+        return config_io.resolve(key, settable)
+    raise _refused(config_io.resolve(key, config_io.value_fields(TrainConfig)), settable)
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, object]:
@@ -179,7 +171,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, object]:
         if not sep:
             raise ConfigError(item, "an override is key=value")
         path = settable_path(key)
-        out[path] = parse_text(path, settable[path], raw)
+        out[path] = config_io.parse_text(path, settable[path], raw)
     return out
 
 

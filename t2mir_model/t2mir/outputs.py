@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
 
-from .routing import cv_squared, normalised_entropy
+from ..layers.routing import cv_squared, normalised_entropy
+from ..layers.routing_summary import LayerRoutingSummary
 from .task_moe import TaskRouting
 from .token_moe import TokenRouting
+from .tokens import MODALITIES
 
 
 @dataclass
@@ -18,6 +21,19 @@ class LayerRouting:
     layer: int
     token: TokenRouting | None
     task: TaskRouting | None
+
+    @classmethod
+    def summarize(cls, stats: Sequence[LayerRouting]) -> LayerRoutingSummary:
+        """Token counts by modality and task weights of one layer over several forwards, summed in
+        one pass each and copied to the CPU (see `t2mir_model.summarize_routing`)."""
+        tokens = [s.token for s in stats if s.token is not None]
+        tasks = [s.task for s in stats if s.task is not None]
+        return LayerRoutingSummary(
+            layer=stats[0].layer,
+            modalities=MODALITIES if tokens else (),
+            token_counts=TokenRouting.merged_counts(tokens).detach().float().cpu() if tokens else None,
+            task_weights=TaskRouting.merged_weights(tasks).detach().float().cpu() if tasks else None,
+        )
 
     def summary(self) -> dict[str, Tensor]:
         """Scalar tensors (detached) for logging: load CV and normalised usage entropy of each router."""

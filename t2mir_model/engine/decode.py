@@ -1,10 +1,11 @@
-"""The decoding engine shared by evaluation and serving (DESIGN.md decision 10).
+"""The T2MIR family's decoding engine, shared by evaluation and serving (DESIGN.md decision 10).
 
 Given the histories of many sessions, it answers one action per session with as few forward passes
 as possible: sessions whose context is already in a cache slot append only their new tokens (AD:
 a_{t-1}, r_{t-1}, s_t; DPT: the query s_t), the others are (re)built from their history in one
 prefill row. Slots are recycled least-recently-used. The engine is synchronous and knows nothing
-about HTTP, stores or threads; the server's batcher and the evaluator drive it with plain data.
+about HTTP, stores or threads; the server's batcher and the evaluator drive it with plain data
+(it implements `PolicyEngine`).
 """
 
 from __future__ import annotations
@@ -16,40 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .fused_step import CompiledDecoder
-from .history import SessionHistory, ad_context_tokens, dpt_context_tokens, query_tokens, step_tokens
-from .kv_cache import StepRow
-from .modeling import T2MIRPolicy
-from .outputs import LayerRouting
-from .tokens import TokenBatch, pad_rows
-
-
-@dataclass(frozen=True)
-class ActRequest:
-    """One session's turn: its history up to the current state s_t, and how to pick the action."""
-
-    key: Hashable
-    history: SessionHistory
-    seed: int | None = None
-    """None: greedy (argmax / tanh mean). An int: sample a discrete action with Gumbel noise drawn
-    from this seed, so a retried or replayed step gives the same action anywhere."""
-
-
-@dataclass(frozen=True)
-class ActResult:
-    """The action for one request."""
-
-    action: Tensor  # () long or (act_dim,) float, on the CPU
-    cache_hit: bool
-
-
-@dataclass
-class EngineOutput:
-    """Actions in request order plus the routing statistics of every forward that produced them."""
-
-    results: list[ActResult]
-    routing: list[list[LayerRouting]]
-    new_tokens: int
+from ..checkpoint import variant_name
+from ..history import SessionHistory
+from ..layers.kv_cache import StepRow
+from ..layers.routing_summary import LayerStatistics
+from ..t2mir.context import ad_context_tokens, dpt_context_tokens, query_tokens, step_tokens
+from ..t2mir.fused_step import CompiledDecoder
+from ..t2mir.modeling import T2MIRPolicy
+from ..t2mir.tokens import TokenBatch, pad_rows
+from .interface import ActRequest, ActResult, EngineOutput
 
 
 @dataclass
@@ -85,6 +61,11 @@ class DecodeEngine:
         )
 
     @property
+    def variant(self) -> str:
+        """'T2MIR-AD', 'AD', 'T2MIR-DPT w/o task MoE', ..."""
+        return variant_name(self.config)
+
+    @property
     def num_slots(self) -> int:
         """Size of the slot pool."""
         return self.cache.num_slots
@@ -100,13 +81,6 @@ class DecodeEngine:
         if slot is None or not self.use_cache or slot.episode != history.episode:
             return False
         return self.config.backbone == "dpt" or slot.t == history.t - 1
-
-    def is_cached_at(self, key: Hashable, episode: int, t: int) -> bool:
-        """Like ``is_cached`` from the session's position alone (episode index, timestep of s_t)."""
-        slot = self._slots.get(key)
-        if slot is None or not self.use_cache or slot.episode != episode:
-            return False
-        return self.config.backbone == "dpt" or slot.t == t - 1
 
     def evict(self, key: Hashable) -> None:
         """Forget a session's slot (after its history changed outside the engine, or it ended)."""
@@ -168,7 +142,7 @@ class DecodeEngine:
         for i, plan in enumerate(plans):
             groups[plan[3]].append(i)
         heads: dict[int, Tensor] = {}
-        routing: list[list[LayerRouting]] = []
+        routing: list[Sequence[LayerStatistics]] = []
         new_tokens = 0
         device = self.cache.device
         for members in (groups[False], groups[True]):
@@ -194,8 +168,7 @@ class DecodeEngine:
                 heads[i] = head
         results = []
         for i, request in enumerate(requests):
-            slot = self._slots[request.key]
-            slot.t = request.history.t
+            self._slots[request.key].t = request.history.t
             results.append(ActResult(self._select(heads[i], request.seed), plans[i][3]))
             if not self.use_cache:
                 self.evict(request.key)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .kv_cache import KVCache, StepRow
+from ..layers.kv_cache import KVCache, StepRow
 from .modeling import T2MIRPolicy
 from .outputs import DecodeOutput, LayerRouting
 from .task_moe import TaskRouting

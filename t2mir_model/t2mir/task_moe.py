@@ -8,14 +8,20 @@ the contrastive loss (Eq. 7) and never receives gradients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor, nn
 
-from .experts import ExpertBank
-from .routing import RouterMLP, top_k_gates
+from ..layers.experts import ExpertBank
+from ..layers.routing import RouterMLP, top_k_gates
+
+
+def gate_totals(gates: Tensor, valid: Tensor) -> Tensor:
+    """gates (..., E), valid (...) bool -> (E,) gate values summed over the valid tokens."""
+    return (gates * valid[..., None].to(gates.dtype)).reshape(-1, gates.shape[-1]).sum(0)
 
 
 @dataclass
@@ -29,7 +35,16 @@ class TaskRouting:
     @cached_property
     def weights(self) -> Tensor:
         """(E,) task-gate values summed over valid tokens."""
-        return (self.gates * self.valid[..., None].to(self.gates.dtype)).sum((0, 1))
+        return gate_totals(self.gates, self.valid)
+
+    @staticmethod
+    def merged_weights(stats: Sequence[TaskRouting]) -> Tensor:
+        """(E,) task-gate values summed over the valid tokens of several routings, in one pass."""
+        n_experts = stats[0].gates.shape[-1]
+        return gate_totals(
+            torch.cat([s.gates.reshape(-1, n_experts) for s in stats]),
+            torch.cat([s.valid.reshape(-1) for s in stats]),
+        )
 
     @cached_property
     def _last(self) -> Tensor:

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import CachedStep, cached_attention_mask, full_attention_mask
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..layers.attention import CachedStep, cached_attention_mask, full_attention_mask
+from ..layers.kv_cache import KVCache, SlotIndex, StepRow
 from .blocks import BlockContext, TransformerBlock
-from .checkpoint import load_checkpoint, save_checkpoint
 from .configuration import T2MIRConfig
 from .embeddings import TokenEmbedding
-from .kv_cache import KVCache, SlotIndex, StepRow
 from .outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
 from .task_moe import info_nce, last_valid
 from .tokens import TokenBatch
@@ -163,7 +163,14 @@ class T2MIRPolicy(nn.Module):
     ) -> KVCache:
         """A KV cache on this policy's device for ``num_slots`` sessions."""
         param = next(self.parameters())
-        return KVCache(self.config, num_slots, max_tokens, device=param.device, dtype=dtype or param.dtype)
+        return KVCache(
+            self.config,
+            num_slots,
+            max_tokens,
+            device=param.device,
+            dtype=dtype or param.dtype,
+            route_layers=self.task_layers,
+        )
 
     def decode(self, cache: KVCache, rows: Sequence[StepRow], tokens: TokenBatch) -> DecodeOutput:
         """Append tokens to cached slots and read the head at every new token.

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .attention import CausalSelfAttention
+from ..layers.attention import CausalSelfAttention
+from ..layers.feed_forward import FeedForward
 from .configuration import T2MIRConfig
 from .outputs import LayerRouting
 from .task_moe import TaskMoE, prefix_mean, sequence_mean
@@ -31,20 +32,6 @@ class BlockContext:
     kind: Tensor  # (B, T) long modality
     prev_count: Tensor  # (B,) context tokens before this chunk (0 for a full forward)
     prev_sums: dict[int, Tensor]  # layer -> (B, d) running sums of h before this chunk (cached mode)
-
-
-class FeedForward(nn.Module):
-    """GELU FFN d -> hidden -> d."""
-
-    def __init__(self, d_model: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model), nn.Dropout(dropout)
-        )
-
-    def forward(self, h: Tensor) -> Tensor:
-        """h (B, T, d) -> (B, T, d)."""
-        return self.net(h)
 
 
 class MoELayer(nn.Module):

@@ -1,20 +1,35 @@
 """Key/value cache for a pool of decoding slots (DESIGN.md decisions 2, 3, 10).
 
 One slot holds one session's context: per layer its keys and values, its length (kept on the host,
-so scheduling never reads device memory), and for every task-MoE layer the running sum of hidden
-states that gives the task router its causal prefix mean. Slots are reset or rebuilt one at a time
+so scheduling never reads device memory), and for every layer that asks for one a running sum of
+hidden states (T2MIR's task routers read their causal prefix mean from it). Slots are reset or rebuilt one at a time
 without touching the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from .configuration import T2MIRConfig
+
+class CacheLayout(Protocol):
+    """What the cache reads of a model's config (any family's config with these fields)."""
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def n_heads(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def max_context_tokens(self) -> int: ...
 
 
 class CacheCapacityError(ValueError):
@@ -68,12 +83,14 @@ class KVCache:
 
     def __init__(
         self,
-        config: T2MIRConfig,
+        config: CacheLayout,
         num_slots: int,
         max_tokens: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        route_layers: Sequence[int] = (),
     ) -> None:
+        """``route_layers``: layers that keep a running sum of hidden states (d_model,) per slot."""
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
         self.num_slots = num_slots
@@ -82,10 +99,9 @@ class KVCache:
         shape = (config.n_layers, num_slots, config.n_heads, self.max_tokens + 1, head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        task_layers = config.moe.layer_indices(config.n_layers) if config.moe.task_moe else ()
         self.route_sums = {
             layer: torch.zeros(num_slots, config.d_model, device=device, dtype=torch.float32)
-            for layer in task_layers
+            for layer in route_layers
         }
         self.lengths = [0] * num_slots
 
@@ -100,7 +116,7 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in (self.keys, self.values, *self.route_sums.values()))
 
     @staticmethod
-    def bytes_per_slot(config: T2MIRConfig, max_tokens: int, dtype: torch.dtype = torch.float32) -> int:
+    def bytes_per_slot(config: CacheLayout, max_tokens: int, dtype: torch.dtype = torch.float32) -> int:
         """Memory one slot costs, for sizing a pool under a memory bound."""
         per_token = 2 * config.n_layers * config.d_model * torch.empty((), dtype=dtype).element_size()
         return per_token * (max_tokens + 1) + 4 * config.d_model * config.n_layers

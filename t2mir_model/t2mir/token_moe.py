@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .experts import ExpertBank
-from .routing import RouterMLP, cv_squared, noisy_logits, smooth_load, top_k_gates
+from ..layers.experts import ExpertBank
+from ..layers.routing import RouterMLP, cv_squared, noisy_logits, smooth_load, top_k_gates
+from .tokens import MODALITIES
+
+
+def selections(gates: Tensor, weight: Tensor) -> Tensor:
+    """gates (N, E), weight (N,) 1 on valid tokens -> (N, E) 1 where a valid token selected the expert."""
+    return (gates > 0).to(gates.dtype) * weight[:, None]
+
+
+def modality_counts(gates: Tensor, weight: Tensor, kind: Tensor) -> Tensor:
+    """gates (N, E), weight (N,), kind (N,) token modality -> (3, E) top-k selections by modality."""
+    modality = F.one_hot(kind, len(MODALITIES)).to(gates.dtype)  # (N, 3)
+    return modality.T @ selections(gates, weight)
 
 
 @dataclass
@@ -33,13 +47,21 @@ class TokenRouting:
     @cached_property
     def selected(self) -> Tensor:
         """(N, E) 1 where a valid token selected the expert."""
-        return (self.gates > 0).to(self.gates.dtype) * self.weight[:, None]
+        return selections(self.gates, self.weight)
 
     @cached_property
     def counts(self) -> Tensor:
         """(3, E) top-k selections by token modality s, a, r."""
-        modality = F.one_hot(self.kind, 3).to(self.gates.dtype)  # (N, 3)
-        return modality.T @ self.selected
+        return modality_counts(self.gates, self.weight, self.kind)
+
+    @staticmethod
+    def merged_counts(stats: Sequence[TokenRouting]) -> Tensor:
+        """(3, E) top-k selections by token modality over several routings, in one pass."""
+        return modality_counts(
+            torch.cat([s.gates for s in stats]),
+            torch.cat([s.weight for s in stats]),
+            torch.cat([s.kind for s in stats]),
+        )
 
     @property
     def load(self) -> Tensor:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..layers.kv_cache import StepRow
 from .configuration import ActionSpec, ObservationSpec, T2MIRConfig
-from .kv_cache import StepRow
 from .modeling import T2MIRPolicy
 from .tokens import TokenBatch, interleave_steps, slice_tokens
 

@@ -1,0 +1,111 @@
+"""The context each T2MIR backbone reads from a session's history (Algorithms 2 and 4).
+
+AD reads up to L-1 earlier episodes sorted by return (best last) followed by the open episode; DPT
+reads the previous episode as its prompt and the current state as its query. The order of AD's
+episodes changes only when an episode closes, so a cached context stays valid inside an episode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..history import Episode, SessionHistory
+from .configuration import T2MIRConfig
+from .tokens import (
+    ACTION,
+    REWARD,
+    STATE,
+    TokenBatch,
+    append_queries,
+    concat_tokens,
+    interleave_steps,
+    slice_tokens,
+)
+
+
+def ad_context_episodes(episodes: list[Episode], n_episodes: int) -> list[Episode]:
+    """The ``n_episodes - 1`` best episodes by return, best last; ties go to the later episode."""
+    ranked = sorted(episodes, key=lambda e: (e.ret, e.index))
+    return ranked[len(ranked) - (n_episodes - 1) :] if n_episodes > 1 else []
+
+
+def dpt_prompt_episode(episodes: list[Episode]) -> Episode | None:
+    """The most recent closed episode, or None before the first one closes."""
+    return max(episodes, key=lambda e: e.index) if episodes else None
+
+
+def episode_tokens(episode: Episode) -> TokenBatch:
+    """A closed episode as one row of 3T tokens."""
+    t = len(episode)
+    return interleave_steps(
+        episode.obs[None],
+        episode.actions[None],
+        episode.rewards[None],
+        torch.arange(t)[None],
+        torch.ones(1, t, dtype=torch.bool),
+    )
+
+
+def open_episode_tokens(history: SessionHistory, action_example: Tensor) -> TokenBatch:
+    """s_0, a_0, r_0, ..., s_t of the open episode: one row of 3t + 1 tokens."""
+    t = history.t
+    actions = torch.stack([*history.actions, torch.zeros_like(action_example)])  # a_t is not known yet
+    rewards = torch.tensor([*history.rewards, 0.0], dtype=torch.float32)
+    steps = interleave_steps(
+        torch.stack(history.obs)[None],
+        actions[None],
+        rewards[None],
+        torch.arange(t + 1)[None],
+        torch.ones(1, t + 1, dtype=torch.bool),
+    )
+    return slice_tokens(steps, 0, 3 * t + 1)
+
+
+def step_tokens(history: SessionHistory) -> TokenBatch:
+    """The three tokens a_{t-1}, r_{t-1}, s_t appended at step t >= 1 of the open episode."""
+    t = history.t
+    previous = history.actions[t - 1]  # () long or (act_dim,) float
+    state = history.obs[t]  # (obs_dim,)
+    return TokenBatch(
+        kind=torch.tensor([[ACTION, REWARD, STATE]]),
+        obs=torch.stack([state, state, state])[None],  # (1, 3, obs_dim); read on the state token only
+        action=torch.stack([previous, previous, previous])[None],  # (1, 3) or (1, 3, act_dim)
+        reward=torch.tensor([[history.rewards[t - 1]] * 3], dtype=torch.float32),
+        timestep=torch.tensor([[t - 1, t - 1, t]]),
+        valid=torch.ones(1, 3, dtype=torch.bool),
+        query=torch.zeros(1, 3, dtype=torch.bool),
+    )
+
+
+def query_tokens(history: SessionHistory, action_example: Tensor) -> TokenBatch:
+    """The current state s_t as a DPT query token (one row, one token)."""
+    empty = slice_tokens(
+        interleave_steps(
+            history.obs[-1][None, None],
+            action_example[None, None],
+            torch.zeros(1, 1),
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.ones(1, 1, dtype=torch.bool),
+        ),
+        0,
+        0,
+    )
+    return append_queries(
+        empty, history.obs[-1][None, None], torch.tensor([[history.t]]), torch.ones(1, 1, dtype=torch.bool)
+    )
+
+
+def ad_context_tokens(config: T2MIRConfig, history: SessionHistory, action_example: Tensor) -> TokenBatch:
+    """Full AD context for the open episode's latest state: sorted past episodes + open episode."""
+    past = [episode_tokens(e) for e in ad_context_episodes(history.episodes, config.context_episodes)]
+    return concat_tokens([*past, open_episode_tokens(history, action_example)])
+
+
+def dpt_context_tokens(history: SessionHistory, action_example: Tensor) -> tuple[TokenBatch, int]:
+    """DPT prompt (previous episode, possibly empty) followed by the query: (tokens, prompt length)."""
+    prompt = dpt_prompt_episode(history.episodes)
+    query = query_tokens(history, action_example)
+    if prompt is None:
+        return query, 0
+    return concat_tokens([episode_tokens(prompt), query]), 3 * len(prompt)

@@ -1,0 +1,94 @@
+"""load_engine: one entry point from a checkpoint directory to an engine of the family it names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from model_factory import tiny_config, tiny_policy
+
+from t2mir_model import (
+    ActRequest,
+    CheckpointError,
+    DecodeEngine,
+    EngineOptions,
+    KVCache,
+    PolicyEngine,
+    SessionHistory,
+    T2MIRPolicy,
+    load_engine,
+    read_family,
+    variant_name,
+)
+
+SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
+
+
+def protocol_members(protocol: type) -> set[str]:
+    return {n for n in vars(protocol) if not n.startswith("_")}
+
+
+def test_the_t2mir_engine_has_every_member_of_the_interface():
+    engine = DecodeEngine(tiny_policy(), num_slots=2)
+    for name in protocol_members(PolicyEngine):
+        assert hasattr(engine, name), name
+    assert engine.variant == variant_name(engine.config) == "T2MIR-AD"
+
+
+@pytest.mark.parametrize("directory", SHIPPED, ids=lambda p: p.name)
+def test_shipped_checkpoints_load_as_t2mir_engines(directory):
+    assert read_family(directory) == "t2mir"
+    engine = load_engine(directory, EngineOptions(cache_slots=2))
+    assert isinstance(engine, DecodeEngine) and engine.num_slots == 2
+    reference = T2MIRPolicy.from_pretrained(directory)
+    assert engine.config == reference.config
+    for (name, got), want in zip(
+        engine.policy.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(got, want), name
+    history = SessionHistory()
+    history.observe(torch.zeros(engine.config.observation.dim))
+    (result,) = engine.act([ActRequest("s", history)]).results
+    assert not result.cache_hit
+
+
+def save(tmp_path: Path, **moe: object) -> Path:
+    return tiny_policy(**moe).save_pretrained(tmp_path / "ckpt", {"name": "tiny"})
+
+
+def test_the_cache_pool_fills_the_memory_budget(tmp_path):
+    directory = save(tmp_path)
+    config = tiny_config()
+    per_slot = KVCache.bytes_per_slot(config, config.max_context_tokens)
+    assert load_engine(directory, EngineOptions(cache_bytes=5 * per_slot + 1)).num_slots == 5
+    assert load_engine(directory, EngineOptions(cache_bytes=1)).num_slots == 1
+
+
+def test_a_config_may_name_the_t2mir_family(tmp_path):
+    directory = save(tmp_path)
+    data = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({"family": "t2mir", **data}))
+    assert read_family(directory) == "t2mir"
+    assert load_engine(directory).config == tiny_config()
+
+
+def test_an_unknown_family_is_refused_by_name(tmp_path):
+    directory = save(tmp_path)
+    data = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**data, "family": "m3dt"}))
+    with pytest.raises(CheckpointError, match="'m3dt' is not part of this build"):
+        load_engine(directory)
+    with pytest.raises(CheckpointError, match="'m3dt' model, not a T2MIR one"):
+        T2MIRPolicy.from_pretrained(directory)
+
+
+def test_non_causal_task_routing_cannot_be_served(tmp_path):
+    with pytest.raises(ValueError, match="cannot be served"):
+        load_engine(save(tmp_path, task_routing="sequence"))
+
+
+def test_a_missing_directory_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_engine(tmp_path / "nowhere")
