@@ -30,7 +30,7 @@ from server.store import (
     SessionStore,
     StoreUnavailable,
 )
-from t2mir_model import check_action_noise, variant_name
+from t2mir_model import check_action_noise
 
 T = TypeVar("T")
 log = logging.getLogger("t2mir.server")
@@ -134,7 +134,7 @@ class SessionService:
             "session_id": meta.session_id,
             "model": {"name": meta.model, "version": meta.model_version},
             "backbone": meta.backbone,
-            "variant": variant_name(config) if config else None,
+            "variant": model.engine.variant if model is not None else None,
             "env_id": config.env_id if config else None,
             "observation_dim": config.observation.dim if config else None,
             "action": action_spec(config) if config else None,
