@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -58,89 +59,42 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        ns = "t2mir"
-        self.act_requests = Counter(
-            "act_requests", "Act requests by HTTP status", ["status"], namespace=ns, registry=r
-        )
+        kw: dict[str, Any] = {"namespace": "t2mir", "registry": r}
+        per_layer = ["model", "layer", "router"]
+        self.act_requests = Counter("act_requests", "Act requests by HTTP status", ["status"], **kw)
         self.act_latency = Histogram(
-            "act_latency_seconds",
-            "Act latency in the server",
-            namespace=ns,
-            registry=r,
-            buckets=LATENCY_BUCKETS,
+            "act_latency_seconds", "Act latency in the server", buckets=LATENCY_BUCKETS, **kw
         )
-        self.batch_size = Histogram(
-            "batch_size", "Requests per engine call", namespace=ns, registry=r, buckets=BATCH_BUCKETS
-        )
+        self.batch_size = Histogram("batch_size", "Requests per engine call", buckets=BATCH_BUCKETS, **kw)
         self.queue_wait = Histogram(
-            "queue_wait_seconds",
-            "Time from queueing to engine call",
-            namespace=ns,
-            registry=r,
-            buckets=LATENCY_BUCKETS,
+            "queue_wait_seconds", "Time from queueing to engine call", buckets=LATENCY_BUCKETS, **kw
         )
         self.sessions_active = Gauge(
-            "sessions_active",
-            "Sessions with an in-memory history mirror on this replica",
-            namespace=ns,
-            registry=r,
+            "sessions_active", "Sessions with an in-memory history mirror on this replica", **kw
         )
-        self.kv_hits = Counter(
-            "kv_cache_hits", "Acts decoded incrementally from a cache slot", namespace=ns, registry=r
-        )
-        self.kv_misses = Counter(
-            "kv_cache_misses", "Acts that rebuilt a session's context", namespace=ns, registry=r
-        )
-        self.kv_slots_used = Gauge(
-            "kv_cache_slots_used", "KV-cache slots holding a session", namespace=ns, registry=r
-        )
+        self.kv_hits = Counter("kv_cache_hits", "Acts decoded incrementally from a cache slot", **kw)
+        self.kv_misses = Counter("kv_cache_misses", "Acts that rebuilt a session's context", **kw)
+        self.kv_slots_used = Gauge("kv_cache_slots_used", "KV-cache slots holding a session", **kw)
         self.store_latency = Histogram(
-            "store_latency_seconds",
-            "Session-store call latency",
-            ["op"],
-            namespace=ns,
-            registry=r,
-            buckets=LATENCY_BUCKETS,
+            "store_latency_seconds", "Session-store call latency", ["op"], buckets=LATENCY_BUCKETS, **kw
         )
         self.episode_return = Histogram(
-            "episode_return",
-            "Returns of closed episodes",
-            ["model"],
-            namespace=ns,
-            registry=r,
-            buckets=RETURN_BUCKETS,
+            "episode_return", "Returns of closed episodes", ["model"], buckets=RETURN_BUCKETS, **kw
         )
         self.expert_tokens = Counter(
             "expert_tokens",
             "Token-router expert selections by token modality",
-            ["model", "layer", "router", "modality", "expert"],
-            namespace=ns,
-            registry=r,
+            [*per_layer, "modality", "expert"],
+            **kw,
         )
         self.task_expert_weight = Counter(
-            "task_expert_weight",
-            "Summed task-router gate weights",
-            ["model", "layer", "expert"],
-            namespace=ns,
-            registry=r,
+            "task_expert_weight", "Summed task-router gate weights", ["model", "layer", "expert"], **kw
         )
         self.router_load_cv = Gauge(
-            "router_load_cv",
-            "Coefficient of variation of expert usage",
-            ["model", "layer", "router"],
-            namespace=ns,
-            registry=r,
+            "router_load_cv", "Coefficient of variation of expert usage", per_layer, **kw
         )
-        self.router_entropy = Gauge(
-            "router_entropy",
-            "Normalised entropy of expert usage",
-            ["model", "layer", "router"],
-            namespace=ns,
-            registry=r,
-        )
-        self.model_info = Gauge(
-            "model_info", "Loaded model versions", ["model", "version", "backbone"], namespace=ns, registry=r
-        )
+        self.router_entropy = Gauge("router_entropy", "Normalised entropy of expert usage", per_layer, **kw)
+        self.model_info = Gauge("model_info", "Loaded model versions", ["model", "version", "backbone"], **kw)
         self._lock = threading.Lock()
         self._pending: list[tuple[str, list[Sequence[LayerStatistics]]]] = []
         self._usage: dict[tuple[str, int, str], torch.Tensor] = {}
