@@ -4,6 +4,8 @@
 #
 #   deploy/smoke.sh                                             # docker-compose.yml (CPU server)
 #   deploy/smoke.sh -f docker-compose.yml -f docker-compose.gpu.yml
+#   T2MIR_SMOKE_RESTART="server-1 server-2 server-3" \
+#     deploy/smoke.sh -f docker-compose.yml -f docker-compose.scale.yml
 #
 # Steps: build, `up -d`, wait until every container is healthy, create a session and act over HTTP
 # (one closed episode and a few steps of the next), restart the server container, wait for it,
@@ -13,6 +15,7 @@
 # Environment:
 #   T2MIR_SMOKE_PROJECT   compose project name (default t2mir-smoke; its volumes are its own)
 #   T2MIR_SMOKE_SERVICES  services to start (default: all), e.g. "redis server prometheus"
+#   T2MIR_SMOKE_RESTART   services restarted mid-session (default server; the replicas when scaled out)
 #   T2MIR_SMOKE_MODEL     model of the session (default darkroom-t2mir-ad)
 #   T2MIR_SMOKE_TIMEOUT   seconds to wait for healthy containers (default 900: the first build
 #                         downloads torch)
@@ -35,6 +38,7 @@ PROJECT=${T2MIR_SMOKE_PROJECT:-t2mir-smoke}
 FILES=("$@")
 [ ${#FILES[@]} -gt 0 ] || FILES=(-f docker-compose.yml)
 read -r -a SERVICES <<<"${T2MIR_SMOKE_SERVICES:-}"
+read -r -a RESTART <<<"${T2MIR_SMOKE_RESTART:-server}"
 MODEL=${T2MIR_SMOKE_MODEL:-darkroom-t2mir-ad}
 TIMEOUT=${T2MIR_SMOKE_TIMEOUT:-900}
 API=http://127.0.0.1:${T2MIR_PUBLISH_PORT:-8000}
@@ -168,8 +172,8 @@ say "waiting for healthy containers (up to ${TIMEOUT}s)"
 wait_healthy
 say "session over HTTP"
 http before
-say "restart the server container"
-compose restart server
+say "restart ${RESTART[*]}"
+compose restart "${RESTART[@]}"
 wait_healthy
 say "the same session after the restart"
 http after
