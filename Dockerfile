@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # t2mir inference server image (`t2mir serve`), with the shipped checkpoints.
 #
 #   GPU (default): docker build -t t2mir-server .

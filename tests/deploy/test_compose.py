@@ -1,6 +1,8 @@
 """deploy/docker-compose*.yml: `docker-compose config` accepts every combination, and the resolved
-configuration has what the deployment guide promises (Redis AOF + noeviction, GPU reservation, CPU
-profile, scrape targets, provisioned Grafana, healthchecks, restart policies, named volumes).
+configuration has what the deployment guide promises (Redis AOF + noeviction, a CPU server by
+default, the GPU override and its reservation, scale-out replicas instead of the single server,
+provisioned Grafana, healthchecks, restart policies, named volumes). The commands the documents
+show are checked as written in test_documented_commands.py.
 
 No Docker engine runs here: the Debian `docker-compose` package validates and resolves the files.
 """
@@ -21,15 +23,10 @@ from server.settings import ServerSettings
 
 DEPLOY = REPO_ROOT / "deploy"
 BASE = ["-f", "docker-compose.yml"]
+GPU = [*BASE, "-f", "docker-compose.gpu.yml"]
 SCALE = [*BASE, "-f", "docker-compose.scale.yml"]
 SCALE_GPU = [*SCALE, "-f", "docker-compose.scale-gpu.yml"]
-VARIANTS = {
-    "base": BASE,
-    "profile-cpu": ["--profile", "cpu", *BASE],
-    "profile-gpu": ["--profile", "gpu", *BASE],
-    "scale": SCALE,
-    "scale-gpu": SCALE_GPU,
-}
+VARIANTS = {"base": BASE, "gpu": GPU, "scale": SCALE, "scale-gpu": SCALE_GPU}
 REPLICAS = ("server-1", "server-2", "server-3")
 
 
@@ -55,18 +52,21 @@ def test_compose_config_accepts(compose_runs, variant):
     assert "WARNING" not in run.stderr, run.stderr
 
 
-def test_server_profiles_gpu_and_cpu(configs):
+def test_cpu_server_by_default_and_gpu_by_override(configs):
     services = configs["base"]["services"]
-    gpu, cpu = services["server-gpu"], services["server-cpu"]
-    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
-    for name in ("redis", "prometheus", "grafana"):
-        assert "profiles" not in services[name], f"{name} must run in every profile"
-    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    cpu, gpu = services["server"], configs["gpu"]["services"]["server"]
+    for name in ("redis", "server", "prometheus", "grafana"):
+        assert "profiles" not in services[name], f"{name} must start with a plain `up`"
     assert "deploy" not in cpu
     assert cpu["build"]["args"]["TORCH_INDEX"].endswith("/whl/cpu")
     assert cpu["build"]["args"]["BASE"].startswith("python:3.11")
-    assert "args" not in gpu["build"], "the GPU server uses the Dockerfile's CUDA defaults"
+    assert cpu["build"]["args"]["DEVICE"] == "cpu"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
+    assert gpu["build"]["args"]["BASE"].startswith("nvidia/cuda:")
+    assert gpu["build"]["args"]["TORCH_INDEX"] == "https://pypi.org/simple"  # CUDA wheels
+    assert gpu["build"]["args"]["DEVICE"] == "cuda"
+    assert gpu["image"] != cpu["image"], "the CUDA and CPU images carry different tags"
     for server, device in ((gpu, "cuda"), (cpu, "cpu")):
         assert Path(server["build"]["context"]) == REPO_ROOT
         env = server["environment"]
@@ -74,7 +74,7 @@ def test_server_profiles_gpu_and_cpu(configs):
         assert env["T2MIR_DEVICE"] == device
         assert env["T2MIR_HOST"] == "0.0.0.0"
         assert "/opt/t2mir/checkpoints/darkroom-t2mir-ad" in env["T2MIR_CHECKPOINTS"]
-        assert server["networks"]["default"]["aliases"] == ["server"]  # what Prometheus scrapes
+        assert server["ports"] == ["127.0.0.1:8000:8000/tcp"]
         assert server["depends_on"]["redis"]["condition"] == "service_healthy"
         settings = {f"T2MIR_{name.upper()}" for name in ServerSettings.model_fields}
         assert {k for k in env if k.startswith("T2MIR_")} <= settings, "unknown T2MIR_ variable"
@@ -174,7 +174,13 @@ def test_prometheus_and_grafana_wiring(configs):
 
 
 def test_environment_overrides_reach_the_services(tools):
-    env = {"T2MIR_API_KEYS": "k1,k2", "GRAFANA_ADMIN_PASSWORD": "s3cret", "REDIS_MAXMEMORY": "512mb"}
+    env = {
+        "T2MIR_API_KEYS": "k1,k2",
+        "GRAFANA_ADMIN_PASSWORD": "s3cret",
+        "REDIS_MAXMEMORY": "512mb",
+        "T2MIR_TORCH_INDEX": "https://mirror.example/torch-cpu",
+        "T2MIR_TORCH_VERSION": "2.13.0",
+    }
     result = subprocess.run(
         [tools.path("docker-compose"), *BASE, "config"],
         cwd=DEPLOY,
@@ -186,14 +192,17 @@ def test_environment_overrides_reach_the_services(tools):
     )
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert services["server-cpu"]["environment"]["T2MIR_API_KEYS"] == "k1,k2"
-    assert services["server-gpu"]["environment"]["T2MIR_API_KEYS"] == "k1,k2"
+    assert services["server"]["environment"]["T2MIR_API_KEYS"] == "k1,k2"
+    args = services["server"]["build"]["args"]
+    assert args["TORCH_INDEX"] == "https://mirror.example/torch-cpu" and args["TORCH_VERSION"] == "2.13.0"
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
     assert services["redis"]["command"][-2:] == ["--maxmemory", "512mb"]
 
 
 def test_scale_out_replicas_behind_nginx(configs):
     services = configs["scale"]["services"]
+    # The single server is off (a profile no command enables): nginx publishes port 8000 instead.
+    assert services["server"]["profiles"] == ["single-server"]
     for name in REPLICAS:
         replica = services[name]
         assert "profiles" not in replica and "ports" not in replica, f"{name}: internal only"

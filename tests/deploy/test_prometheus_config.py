@@ -27,7 +27,7 @@ def server_job(name: str) -> dict:
     return job
 
 
-def test_single_server_job_scrapes_the_compose_alias():
+def test_single_server_job_scrapes_the_server_service():
     job = server_job("prometheus.yml")
     assert [t for c in job["static_configs"] for t in c["targets"]] == ["server:8000"]
 
