@@ -234,7 +234,10 @@ class RedisSessionStore(CheckedStore):
         replicas, timeout_ms = self._wait
         if not replicas:
             return await script(keys=keys, args=args)
-        node = self._client.get_node_from_key(keys[0]) if isinstance(self._client, RedisCluster) else None
+        node: ClusterNode | None = None
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()  # no-op once the slot map is loaded
+            node = self._client.get_node_from_key(keys[0])
         for _ in range(2):  # a second round after loading the script (NOSCRIPT)
             # EVALSHA and WAIT in one pipeline: one connection, so WAIT covers this write
             pipe: Pipeline | ClusterPipeline = self._client.pipeline(transaction=False)

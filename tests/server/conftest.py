@@ -85,7 +85,9 @@ class StoreHarness:
             store = MemorySessionStore(ttl_seconds=ttl_seconds, clock=self.clock, **kwargs)
         else:
             cluster = self.kind == "cluster"
-            store = RedisSessionStore(self.redis_url or "", ttl_seconds=ttl_seconds, cluster=cluster, **kwargs)
+            store = RedisSessionStore(
+                self.redis_url or "", ttl_seconds=ttl_seconds, cluster=cluster, **kwargs
+            )
         self._stores.append(store)
         return store
 

@@ -225,17 +225,17 @@ class RedisClusterServers:
     ) -> None:
         base = Path(data_dir)
         self.masters = masters
+        options = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--cluster-replica-validity-factor", "0",  # a replica always may take over
+            "--appendonly", "no",
+            *extra_args,
+        ]  # fmt: skip
+        # the cluster bus gets its own free port (default: port + 10000, which may be taken)
         self.nodes = [
-            RedisServer(
-                base / f"node-{i}",
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(free_port()),  # the bus: its own free port, not port + 10000
-                "--cluster-node-timeout", str(node_timeout_ms),
-                "--cluster-replica-validity-factor", "0",  # a replica always may take over
-                "--appendonly", "no",
-                *extra_args,
-            )  # fmt: skip
+            RedisServer(base / f"node-{i}", *options, "--cluster-port", str(free_port()))
             for i in range(2 * masters)
         ]
 
@@ -326,9 +326,11 @@ class RedisClusterServers:
         while True:
             with contextlib.suppress(RuntimeError):
                 port = self.master_of_key(key)
-                if port != dead_port and self.node(port).running and redis_command(
-                    port, "INFO", "replication"
-                ).find("role:master") >= 0:
+                if (
+                    port != dead_port
+                    and self.node(port).running
+                    and redis_command(port, "INFO", "replication").find("role:master") >= 0
+                ):
                     return port
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no failover of {key!r} within {timeout} s")
