@@ -58,7 +58,9 @@ class Cluster:
 def two_replicas(tiny_checkpoint, tmp_path_factory) -> Iterator[Cluster]:
     if redis_server_binary() is None:
         pytest.skip("redis-server not installed")
-    master = RedisServer(tmp_path_factory.mktemp("fo-master"), "--appendonly", "no").start()
+    master = RedisServer(
+        tmp_path_factory.mktemp("fo-master"), "--appendonly", "no", "--repl-diskless-sync-delay", "0"
+    ).start()
     replica = RedisServer(
         tmp_path_factory.mktemp("fo-replica"),
         "--appendonly",

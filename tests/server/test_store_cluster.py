@@ -127,7 +127,9 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Redis
     """A master and one replica of it (no persistence)."""
     if redis_server_binary() is None:
         pytest.skip("redis-server not installed")
-    master = RedisServer(tmp_path_factory.mktemp("wait-master"), "--appendonly", "no").start()
+    master = RedisServer(
+        tmp_path_factory.mktemp("wait-master"), "--appendonly", "no", "--repl-diskless-sync-delay", "0"
+    ).start()
     replica = RedisServer(
         tmp_path_factory.mktemp("wait-replica"),
         "--appendonly",

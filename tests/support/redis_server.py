@@ -231,6 +231,7 @@ class RedisClusterServers:
             "--cluster-node-timeout", str(node_timeout_ms),
             "--cluster-replica-validity-factor", "0",  # a replica always may take over
             "--appendonly", "no",
+            "--repl-diskless-sync-delay", "0",  # a (re)joining replica syncs at once, not after 5 s
             *extra_args,
         ]  # fmt: skip
         # the cluster bus gets its own free port (default: port + 10000, which may be taken)
