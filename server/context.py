@@ -50,6 +50,9 @@ def _store_from(settings: ServerSettings) -> SessionStore:
             settings.redis_url,
             key_prefix=settings.redis_key_prefix,
             ttl_seconds=settings.session_ttl_seconds,
+            cluster=settings.redis_cluster,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
     return MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
 

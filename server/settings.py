@@ -77,6 +77,13 @@ class ServerSettings(BaseSettings):
     """Retry-After sent with 503 answers while the store is unreachable."""
     shutdown_timeout_s: float = Field(30.0, gt=0)
     """Longest a graceful shutdown waits for queued and in-flight work."""
+    redis_cluster: bool = False
+    """``redis_url`` names a node of a Redis Cluster (the client discovers the others)."""
+    redis_wait_replicas: int = Field(0, ge=0)
+    """Replicas that must confirm a create or step (Redis ``WAIT``) before it is acknowledged;
+    0: acknowledged once the master has it. A step not confirmed in time answers 503."""
+    redis_wait_timeout_ms: int = Field(500, ge=1)
+    """Longest a write waits for ``redis_wait_replicas`` confirmations."""
 
     @field_validator("checkpoints", "api_keys", mode="before")
     @classmethod

@@ -80,6 +80,9 @@ end
 local step = tonumber(ARGV[1])
 if h[2] and h[2] ~= '' and tonumber(h[2]) == step then
   touch()
+  -- rewrites a field unchanged: the reply is then ordered after a write in the replication
+  -- stream, so a WAIT on this connection also covers the step's original append
+  redis.call('HSET', meta, 'last_step', h[2])
   return {'duplicate', h[3] or 'null'}
 end
 if tonumber(h[1]) ~= step then

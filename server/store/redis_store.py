@@ -16,6 +16,16 @@ Failure behaviour: connection and socket timeouts are short, redis-py retries Co
 TimeoutError ``retries`` times, and every call runs under an overall deadline; anything that
 means "Redis cannot serve this now" surfaces as `StoreUnavailable`. The client reconnects by
 itself, so the same store object works again once Redis is back.
+
+Redis Cluster (``cluster=True``): the URL names any node; redis-py's `RedisCluster` finds the
+others and routes each script by its keys (one slot per session). After a master fails, calls
+answer `StoreUnavailable` until its replica is promoted and the client has refreshed its map.
+
+Replica acknowledgement (``wait_replicas=N``): every create and append is followed by
+``WAIT N timeout`` on the same connection (so it covers that write), and the call succeeds only
+once N replicas confirmed it; otherwise `StoreUnavailable`. The write may then be stored: a retry
+of the same step answers "duplicate" with the stored response, after waiting for the replicas
+again (the duplicate branch of the append script writes, so its WAIT covers the original write).
 """
 
 from __future__ import annotations
@@ -23,12 +33,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 
 from server.store import lua
 from server.store.checked import CheckedStore
@@ -60,11 +73,15 @@ _UNAVAILABLE_TYPES = (
     rexc.TryAgainError,
     OSError,
     TimeoutError,  # the overall deadline (asyncio.timeout)
+    rexc.RedisClusterException,  # no node reachable / slot not covered (cluster topology in flux)
 )
+_PROGRAMMING_ERRORS = (rexc.CrossSlotTransactionError, rexc.InvalidPipelineStack)
 
 
 def is_unavailable_error(exc: BaseException) -> bool:
     """True if ``exc`` means Redis cannot serve the request now (-> 503 + Retry-After)."""
+    if isinstance(exc, _PROGRAMMING_ERRORS):
+        return False
     if isinstance(exc, _UNAVAILABLE_TYPES):
         return True
     if isinstance(exc, rexc.ResponseError):
@@ -77,38 +94,49 @@ class RedisSessionStore(CheckedStore):
     """`SessionStore` on Redis >= 7.
 
     Args:
-        url: ``redis://host:port/db`` (ignored when ``client`` is given).
-        client: an existing ``redis.asyncio.Redis`` created with ``decode_responses=True``; the
-            store then does not close it.
+        url: ``redis://host:port/db`` (ignored when ``client`` is given); with ``cluster``, any
+            node of the cluster (``redis://host:port``).
+        client: an existing ``redis.asyncio.Redis`` or ``RedisCluster`` created with
+            ``decode_responses=True``; the store then does not close it.
+        cluster: connect to a Redis Cluster (`RedisCluster`) instead of a single server.
         key_prefix: first part of every key (no ``{`` / ``}``).
         ttl_seconds: idle expiry of a session, refreshed by every `load` / `append` (None: never).
         socket_connect_timeout / socket_timeout: per-attempt limits in seconds.
         retries: redis-py retries after a connection error or timeout (appends are idempotent,
             so a retried append that had in fact run answers "duplicate").
-        max_connections: connection-pool size.
+        max_connections: connection-pool size (per node in a cluster).
+        wait_replicas: replicas that must confirm every create / append before it is
+            acknowledged (``WAIT``); 0: acknowledged once the master has it.
+        wait_timeout_ms: how long to wait for them; then the call raises `StoreUnavailable`.
     """
 
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        client: Redis | None = None,
+        client: Redis | RedisCluster | None = None,
+        cluster: bool = False,
         key_prefix: str = "t2mir",
         ttl_seconds: float | None = None,
         socket_connect_timeout: float = 0.5,
         socket_timeout: float = 0.5,
         retries: int = 1,
         max_connections: int = 64,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         if not key_prefix or "{" in key_prefix or "}" in key_prefix:
             raise ValueError(f"key_prefix must be non-empty and free of braces, got {key_prefix!r}")
         if ttl_seconds is not None and ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be > 0 or None")
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError("wait_replicas must be >= 0 and wait_timeout_ms >= 1")
         self._prefix = key_prefix
         self._ttl_ms = "0" if ttl_seconds is None else str(max(1, round(ttl_seconds * 1000)))
         self._owns_client = client is None
         if client is None:
-            client = Redis.from_url(
+            factory = RedisCluster.from_url if cluster else Redis.from_url
+            client = factory(
                 url,
                 decode_responses=True,
                 socket_connect_timeout=socket_connect_timeout,
@@ -116,16 +144,19 @@ class RedisSessionStore(CheckedStore):
                 retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries),
                 max_connections=max_connections,
             )
-        self._client = client
-        # Hard ceiling per call, on top of redis-py's own timeouts and retries.
-        self._deadline = (retries + 1) * (socket_connect_timeout + socket_timeout) + 0.25
+        self._client: Redis | RedisCluster = client
+        self._wait = (wait_replicas, wait_timeout_ms)
+        # Hard ceiling per call, on top of redis-py's own timeouts and retries (a WAIT blocks
+        # the socket for up to its timeout, on every attempt).
+        attempt = socket_connect_timeout + socket_timeout + (wait_timeout_ms / 1000 if wait_replicas else 0)
+        self._deadline = (retries + 1) * attempt + 0.25
         self._create_lua = client.register_script(lua.CREATE)
         self._load_lua = client.register_script(lua.LOAD)
         self._get_meta_lua = client.register_script(lua.GET_META)
         self._append_lua = client.register_script(lua.APPEND)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Redis | RedisCluster:
         """The underlying redis-py client (for health checks and tests)."""
         return self._client
 
@@ -155,7 +186,7 @@ class RedisSessionStore(CheckedStore):
         args = [self._ttl_ms]
         for name, value in meta_fields(meta, metadata_json).items():
             args += [name, value]
-        created = await self._run(self._create_lua(keys=self.keys(session_id), args=args))
+        created = await self._run(self._write(self._create_lua, self.keys(session_id), args))
         if not created:
             raise SessionExists(session_id)
 
@@ -188,7 +219,7 @@ class RedisSessionStore(CheckedStore):
             self._ttl_ms,
             "" if created_at is None else repr(float(created_at)),
         ]
-        res = await self._run(self._append_lua(keys=self.keys(session_id), args=args))
+        res = await self._run(self._write(self._append_lua, self.keys(session_id), args))
         status = res[0]
         if status == "appended":
             return AppendOutcome("appended")
@@ -197,6 +228,45 @@ class RedisSessionStore(CheckedStore):
         if status == "conflict":
             return AppendOutcome("conflict", next_step=int(res[1]))
         return AppendOutcome("missing")
+
+    async def _write(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        """Run a writing script; with ``wait_replicas``, acknowledged only once replicas have it."""
+        replicas, timeout_ms = self._wait
+        if not replicas:
+            return await script(keys=keys, args=args)
+        node: ClusterNode | None = None
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()  # no-op once the slot map is loaded
+            node = self._client.get_node_from_key(keys[0])
+        for _ in range(2):  # a second round after loading the script (NOSCRIPT)
+            # EVALSHA and WAIT in one pipeline: one connection, so WAIT covers this write
+            pipe: Pipeline | ClusterPipeline = self._client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if node is None:
+                pipe.execute_command("WAIT", replicas, timeout_ms)
+            else:
+                pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+            result, confirmed = await pipe.execute(raise_on_error=False)
+            if isinstance(result, rexc.NoScriptError):
+                await self._client.script_load(script.script)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(confirmed, Exception):
+                raise StoreUnavailable(f"WAIT failed: {type(confirmed).__name__}: {confirmed}")
+            if node is not None and self._moved(node, keys[0]):
+                raise StoreUnavailable("the session's slot moved during the write; retry")
+            if int(confirmed) < replicas:
+                raise StoreUnavailable(
+                    f"{confirmed} of {replicas} replica(s) confirmed the write within {timeout_ms} ms"
+                )
+            return result
+        raise StoreError("script missing on the server after SCRIPT LOAD")
+
+    def _moved(self, node: ClusterNode, key: str) -> bool:
+        """True if ``key``'s slot is now served by another node than ``node`` (WAIT asked the old one)."""
+        assert isinstance(self._client, RedisCluster)
+        return self._client.get_node_from_key(key) != node
 
     async def _delete(self, session_id: str) -> bool:
         """Remove every key of the session; True if anything existed."""

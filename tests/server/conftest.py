@@ -3,8 +3,10 @@
 Async tests use the anyio pytest plugin (``pytestmark = pytest.mark.anyio``) on asyncio.
 
 - ``redis_server``: one session-wide ``redis-server`` (no persistence) on a free port.
-- ``store_harness``: parametrized over ["memory", "redis"]; makes stores of that backend, can
-  advance time for TTL tests, and closes everything at teardown. Redis is flushed first.
+- ``redis_cluster``: one session-wide Redis Cluster (3 masters, a replica each) on free ports.
+- ``store_harness``: parametrized over ["memory", "redis", "cluster"]; makes stores of that
+  backend, can advance time for TTL tests, and closes everything at teardown. Redis is flushed
+  first.
 - ``store``: a store from ``store_harness`` with no TTL.
 - ``make_checkpoint``: writes a small random checkpoint (DarkRoom spaces unless told otherwise);
   ``tiny_checkpoint``: the session-wide d=32 DarkRoom one (name ``darkroom-test``, version 1);
@@ -18,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-from redis_server import RedisServer, redis_server_binary
+from redis.asyncio import Redis, RedisCluster
+from redis_server import RedisClusterServers, RedisServer, redis_cli_binary, redis_server_binary
 
 from server.store import MemorySessionStore, RedisSessionStore, SessionStore
 
@@ -43,6 +45,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster shared by the whole test session: 3 masters with a replica each."""
+    if redis_server_binary() is None or redis_cli_binary() is None:
+        pytest.skip("redis-server / redis-cli not installed")
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 class FakeClock:
     """A monotonic clock that moves only when told to."""
 
@@ -56,10 +71,10 @@ class FakeClock:
 class StoreHarness:
     """Builds stores of one backend and simulates the passage of idle time."""
 
-    def __init__(self, kind: str, redis_url: str | None, admin: Redis | None) -> None:
+    def __init__(self, kind: str, redis_url: str | None, admin: Redis | RedisCluster | None) -> None:
         self.kind = kind
         self.redis_url = redis_url
-        self.admin = admin  # raw client on the same Redis (redis backend only)
+        self.admin = admin  # raw client on the same Redis (redis backends only)
         self.clock = FakeClock()
         self._stores: list[Any] = []
 
@@ -69,7 +84,10 @@ class StoreHarness:
         if self.kind == "memory":
             store = MemorySessionStore(ttl_seconds=ttl_seconds, clock=self.clock, **kwargs)
         else:
-            store = RedisSessionStore(self.redis_url or "", ttl_seconds=ttl_seconds, **kwargs)
+            cluster = self.kind == "cluster"
+            store = RedisSessionStore(
+                self.redis_url or "", ttl_seconds=ttl_seconds, cluster=cluster, **kwargs
+            )
         self._stores.append(store)
         return store
 
@@ -97,11 +115,16 @@ class StoreHarness:
             await store.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def store_harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHarness]:
-    """A `StoreHarness` for each backend; the redis one starts from an empty database."""
+    """A `StoreHarness` for each backend; the redis ones start from an empty database."""
     if request.param == "memory":
         harness = StoreHarness("memory", None, None)
+    elif request.param == "cluster":
+        nodes: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        cluster_admin = RedisCluster.from_url(nodes.url, decode_responses=True)
+        await cluster_admin.flushall(target_nodes=RedisCluster.PRIMARIES)
+        harness = StoreHarness("cluster", nodes.url, cluster_admin)
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         admin = Redis.from_url(server.url, decode_responses=True)

@@ -168,3 +168,183 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def redis_cli_binary() -> str | None:
+    """Path of ``redis-cli`` (env ``REDIS_CLI`` wins), or None if not installed."""
+    return os.environ.get("REDIS_CLI") or shutil.which("redis-cli")
+
+
+def redis_command(port: int, *args: str, timeout: float = 5.0) -> str:
+    """Run one command with ``redis-cli`` against 127.0.0.1:``port``; its output ('' if down)."""
+    cli = redis_cli_binary()
+    if cli is None:
+        raise RuntimeError("redis-cli not found (set REDIS_CLI)")
+    try:
+        done = subprocess.run(
+            [cli, "-h", "127.0.0.1", "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def info_fields(text: str) -> dict[str, str]:
+    """``key:value`` lines of an INFO / CLUSTER INFO answer as a dict."""
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters with one replica each, on free loopback ports.
+
+        with RedisClusterServers(tmp_path) as cluster:
+            cluster.url                        # redis://127.0.0.1:<first port>/0 (a seed node)
+            port = cluster.master_of_key("t2mir:{s1}:meta")
+            cluster.node(port).kill()          # SIGKILL a master
+            cluster.wait_master_elsewhere(port, key)   # its replica took over
+            cluster.node(port).start()         # comes back (empty) as the new master's replica
+            cluster.wait_healthy()
+
+    Args:
+        data_dir: parent of one directory per node.
+        masters: number of masters (each gets one replica).
+        node_timeout_ms: ``cluster-node-timeout`` (how soon a dead master is failed over).
+        *extra_args: more ``redis-server`` options for every node.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        masters: int = 3,
+        node_timeout_ms: int = 1000,
+        *extra_args: str,
+    ) -> None:
+        base = Path(data_dir)
+        self.masters = masters
+        options = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--cluster-replica-validity-factor", "0",  # a replica always may take over
+            "--appendonly", "no",
+            "--repl-diskless-sync-delay", "0",  # a (re)joining replica syncs at once, not after 5 s
+            *extra_args,
+        ]  # fmt: skip
+        # the cluster bus gets its own free port (default: port + 10000, which may be taken)
+        self.nodes = [
+            RedisServer(base / f"node-{i}", *options, "--cluster-port", str(free_port()))
+            for i in range(2 * masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        """URL of the first node that is up (any node serves as a seed)."""
+        port = next((n.port for n in self.nodes if n.running), self.nodes[0].port)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def node(self, port: int) -> RedisServer:
+        """The node listening on ``port``."""
+        return next(n for n in self.nodes if n.port == port)
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        """Start every node, join them (``redis-cli --cluster create``) and wait until healthy."""
+        for node in self.nodes:
+            node.start()
+        cli = redis_cli_binary()
+        if cli is None:
+            raise RuntimeError("redis-cli not found (set REDIS_CLI)")
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            self.close()
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
+        self.wait_healthy(timeout)
+        return self
+
+    def roles(self) -> dict[int, str]:
+        """Port -> ``master`` / ``slave`` of every node that answers."""
+        out = {}
+        for node in self.nodes:
+            role = info_fields(redis_command(node.port, "INFO", "replication")).get("role")
+            if role:
+                out[node.port] = role
+        return out
+
+    def healthy(self) -> bool:
+        """Every node up, cluster_state ok everywhere, ``masters`` masters each with a synced replica."""
+        if not all(n.running for n in self.nodes):
+            return False
+        masters = 0
+        for node in self.nodes:
+            if info_fields(redis_command(node.port, "CLUSTER", "INFO")).get("cluster_state") != "ok":
+                return False
+            info = info_fields(redis_command(node.port, "INFO", "replication"))
+            if info.get("role") == "master":
+                masters += 1
+                if info.get("connected_slaves") != "1":
+                    return False
+            elif info.get("master_link_status") != "up":
+                return False
+        return masters == self.masters
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Poll until `healthy`; raise after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis cluster not healthy after {timeout} s: roles {self.roles()}")
+            time.sleep(0.05)
+
+    def master_of_key(self, key: str) -> int:
+        """Port of the live master that owns ``key``'s slot (asked of a live master)."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            slot = redis_command(node.port, "CLUSTER", "KEYSLOT", key).strip()
+            for line in redis_command(node.port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "master" not in fields[2] or "fail" in fields[2] or not slot:
+                    continue
+                for ranges in fields[8:]:
+                    lo, _, hi = ranges.partition("-")
+                    if lo.isdigit() and int(lo) <= int(slot) <= int(hi or lo):
+                        return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no master owns {key!r}")
+
+    def wait_master_elsewhere(self, dead_port: int, key: str, timeout: float = 30.0) -> int:
+        """Poll until a live node other than ``dead_port`` is master of ``key``'s slot; its port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(RuntimeError):
+                port = self.master_of_key(key)
+                if (
+                    port != dead_port
+                    and self.node(port).running
+                    and redis_command(port, "INFO", "replication").find("role:master") >= 0
+                ):
+                    return port
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover of {key!r} within {timeout} s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Kill every node and remove their data."""
+        for node in self.nodes:
+            node.close()
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
