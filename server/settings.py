@@ -77,6 +77,9 @@ class ServerSettings(BaseSettings):
     """Retry-After sent with 503 answers while the store is unreachable."""
     shutdown_timeout_s: float = Field(30.0, gt=0)
     """Longest a graceful shutdown waits for queued and in-flight work."""
+    default_model: str | None = Field(None, min_length=1)
+    """Model of sessions created without ``model`` when several models are loaded (must be one of
+    them); None: such a create is refused (422 missing_field) unless exactly one model is loaded."""
 
     @field_validator("checkpoints", "api_keys", mode="before")
     @classmethod
