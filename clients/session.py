@@ -101,12 +101,12 @@ def _required(action: Action | None) -> Action:
     return action
 
 
-def _channel_settings(client: Any, info: SessionInfo, encoding: str) -> dict[str, Any]:
+def channel_settings(client: Any, session_id: str, encoding: str) -> dict[str, Any]:
     """WebSocket channel arguments with the HTTP client's URL, key, timeout and retry policy."""
     policy = client.policy
     return {
         "base_url": client.base_url,
-        "session_id": info.session_id,
+        "session_id": session_id,
         "api_key": client.api_key,
         "encoding": encoding,
         "timeout": client.timeout,
@@ -202,7 +202,7 @@ class Session(_SessionBase):
         if websocket:
             from clients.ws import SyncWebSocketSession
 
-            channel = SyncWebSocketSession(**_channel_settings(client, info, encoding))
+            channel = SyncWebSocketSession(**channel_settings(client, info.session_id, encoding))
         return cls(client, info, channel=channel)
 
     def _send(self, act: PendingAct) -> Action | None:
@@ -290,7 +290,7 @@ class AsyncSession(_SessionBase):
         if websocket:
             from clients.ws import WebSocketSession
 
-            channel = WebSocketSession(**_channel_settings(client, info, encoding))
+            channel = WebSocketSession(**channel_settings(client, info.session_id, encoding))
         return cls(client, info, channel=channel)
 
     async def _send(self, act: PendingAct) -> Action | None:
