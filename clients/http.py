@@ -143,7 +143,7 @@ class T2MIRClient(_ClientBase):
         timeout: seconds for connecting and for each read/write of one attempt.
         retries: extra attempts after connection errors, timeouts and 503/502/504.
         backoff: upper end of the first (jittered) wait between attempts; doubles each time, capped
-            by ``max_backoff``; a 503's ``Retry-After`` replaces it (capped by ``max_retry_after``).
+            by ``max_backoff``; a 503's ``Retry-After`` is the least wait (capped by ``max_retry_after``).
         max_elapsed: no retry starts later than this many seconds after the first attempt.
     """
 

@@ -9,8 +9,8 @@ connect timeout, or an error answer whose code says nothing was applied (``retry
 `clients.codes`).
 
 Waits grow exponentially with full jitter (a uniform draw below ``backoff * 2**n``, capped), so
-clients that lost the same server do not come back in lockstep; a server's ``Retry-After`` replaces
-the draw. Retrying stops after ``retries`` extra attempts or once ``max_elapsed`` seconds would be
+clients that lost the same server do not come back in lockstep; a server's ``Retry-After`` is a
+lower bound on the wait (capped by ``max_retry_after``). Retrying stops after ``retries`` extra attempts or once ``max_elapsed`` seconds would be
 exceeded, whichever comes first.
 """
 
@@ -69,9 +69,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before the retry that follows attempt ``attempt`` (0 = the first)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
-        return self.rng.uniform(0.0, min(self.backoff * (2**attempt), self.max_backoff))
+        jittered = self.rng.uniform(0.0, min(self.backoff * (2**attempt), self.max_backoff))
+        if retry_after is None:
+            return jittered
+        return max(jittered, min(max(retry_after, 0.0), self.max_retry_after))
 
     def attempts(self) -> Attempts:
         """A fresh retry state for one request."""
