@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clients import codes
+import clients.codes as codes
 
 log = logging.getLogger("t2mir.server")
 
