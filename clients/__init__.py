@@ -10,47 +10,58 @@ gymnasium when it is used. The main names::
 Submodules: `clients.http` (clients), `clients.ws` (WebSocket channel), `clients.session` (act
 protocol), `clients.gym_shim` (episodes, and `make_env` for ids registered through entry points),
 `clients.robot_loop`, `clients.cli` (``t2mir-client``), `clients.demo` (``t2mir demo``), and
-`clients.errors` (one exception per server error).
+`clients.errors` (one exception per server error), and `clients.codes` (the wire protocol's table of
+error codes, shared with the server). Every name below is imported on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from clients.errors import (
-    Conflict,
-    ConnectionFailed,
-    InvalidRequest,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    SessionExists,
-    SessionNotFound,
-    StepConflict,
-    T2MIRClientError,
-    Unauthorized,
+if TYPE_CHECKING:
+    from clients.errors import (
+        Conflict,
+        ConnectionFailed,
+        InvalidRequest,
+        PayloadTooLarge,
+        ServiceUnavailable,
+        SessionExists,
+        SessionNotFound,
+        StepConflict,
+        T2MIRClientError,
+        Unauthorized,
+    )
+    from clients.gym_shim import EpisodeReport, SpaceMismatch, check_spaces, make_env, run_episodes
+    from clients.http import AsyncT2MIRClient, T2MIRClient
+    from clients.protocol import ActionSpec, ActResult, ModelRef, SessionInfo, SessionState
+    from clients.robot_loop import RobotLoopReport, run_robot_loop
+    from clients.session import AsyncSession, PendingAct, Session
+    from clients.ws import SyncWebSocketSession, WebSocketSession
+
+_ERRORS = (
+    "Conflict ConnectionFailed InvalidRequest PayloadTooLarge ServiceUnavailable SessionExists "
+    "SessionNotFound StepConflict T2MIRClientError Unauthorized"
 )
-from clients.http import AsyncT2MIRClient, T2MIRClient
-from clients.protocol import ActionSpec, ActResult, ModelRef, SessionInfo, SessionState
-from clients.session import AsyncSession, PendingAct, Session
-
-_LAZY = {
-    "WebSocketSession": "clients.ws",
-    "SyncWebSocketSession": "clients.ws",
-    "run_episodes": "clients.gym_shim",
-    "make_env": "clients.gym_shim",
-    "check_spaces": "clients.gym_shim",
-    "EpisodeReport": "clients.gym_shim",
-    "SpaceMismatch": "clients.gym_shim",
-    "run_robot_loop": "clients.robot_loop",
-    "RobotLoopReport": "clients.robot_loop",
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(_ERRORS.split(), "clients.errors"),
+    **dict.fromkeys(("AsyncT2MIRClient", "T2MIRClient"), "clients.http"),
+    **dict.fromkeys(
+        ("ActionSpec", "ActResult", "ModelRef", "SessionInfo", "SessionState"), "clients.protocol"
+    ),
+    **dict.fromkeys(("AsyncSession", "PendingAct", "Session"), "clients.session"),
+    **dict.fromkeys(("WebSocketSession", "SyncWebSocketSession"), "clients.ws"),
+    **dict.fromkeys(
+        ("run_episodes", "make_env", "check_spaces", "EpisodeReport", "SpaceMismatch"), "clients.gym_shim"
+    ),
+    **dict.fromkeys(("run_robot_loop", "RobotLoopReport"), "clients.robot_loop"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import the WebSocket, gymnasium and robot-loop parts only when first used."""
+    """Import each part on first use, so ``import clients.codes`` (the server's one import of this
+    package) loads neither httpx nor numpy."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'clients' has no attribute {name!r}")
 

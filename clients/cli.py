@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ws", action="store_true", help="act over the WebSocket instead of HTTP")
     run.add_argument("--encoding", choices=("json", "msgpack"), default="json", help="WebSocket frames")
     run.add_argument("--greedy", action="store_true", help="greedy actions instead of sampling")
+    run.add_argument(
+        "--action-noise",
+        type=float,
+        default=None,
+        help="exploration noise of continuous actions (default: model's)",
+    )
     run.add_argument("--seed", type=int, default=None, help="seed of the env's first reset")
     run.add_argument("--timeout", type=float, default=10.0, help="seconds per request attempt (default 10)")
     run.add_argument("--retries", type=int, default=3, help="retries per request (default 3)")
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                 client,
                 model=args.model,
                 sampling="greedy" if args.greedy else None,
+                action_noise=args.action_noise,
                 websocket=args.ws,
                 encoding=args.encoding,
             )

@@ -1,11 +1,15 @@
 """Exceptions raised by the t2mir clients, one class per kind of server answer.
 
-Every server error is JSON ``{"error": {"code", "message", "field"?}}``; the client turns it into a
-`T2MIRClientError` subclass chosen by the HTTP status (or, for WebSocket error frames that carry no
-status, by the error code):
+Every server error is JSON ``{"error": {"code", "message", "field"?, ...}}`` with a code from the
+wire protocol's table (`clients.codes`); the client turns it into a `T2MIRClientError` subclass
+chosen by the code (``step_conflict``, ``session_exists``), else by the HTTP status (a WebSocket
+error frame carries it as ``status``; without one, the table's status for the code is used):
 
-    401/403 Unauthorized   404 SessionNotFound   409 StepConflict / SessionExists
-    413 PayloadTooLarge    400/422 InvalidRequest   503 ServiceUnavailable (after retries)
+    401/403 Unauthorized   404 SessionNotFound   409 Conflict (StepConflict, SessionExists)
+    413 PayloadTooLarge    400/422 InvalidRequest   429/502/503/504 ServiceUnavailable (after retries)
+
+Structured fields are read as fields, never from the message: ``expected_step`` of a step
+conflict, ``retry_after`` of a 503 (the ``Retry-After`` header, else the body's field).
 
 `ConnectionFailed` means no answer came back at all (refused, dropped or timed out) after every
 retry. Errors found before anything is sent (a NaN observation, a negative step) are
@@ -15,11 +19,10 @@ retry. Errors found before anything is sent (a NaN observation, a negative step)
 from __future__ import annotations
 
 import datetime as dt
-import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-_EXPECTED_STEP = re.compile(r"expect(?:ed|s|ing)?[ _]step\D{0,8}(\d+)", re.IGNORECASE)
+from clients import codes
 
 
 class T2MIRClientError(Exception):
@@ -65,7 +68,7 @@ class Conflict(T2MIRClientError):
 
 
 class StepConflict(Conflict):
-    """409 on act: the step is out of order. ``expected_step`` is the server's next step if known."""
+    """409 ``step_conflict``: the step is out of order; ``expected_step`` is the session's next step."""
 
     def __init__(self, message: str, *, expected_step: int | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -73,7 +76,7 @@ class StepConflict(Conflict):
 
 
 class SessionExists(Conflict):
-    """409 on create: the requested ``session_id`` is already taken."""
+    """409 ``session_exists``: the requested ``session_id`` is already taken."""
 
 
 class PayloadTooLarge(T2MIRClientError):
@@ -85,7 +88,8 @@ class InvalidRequest(T2MIRClientError, ValueError):
 
 
 class ServiceUnavailable(T2MIRClientError):
-    """503 (also 502/504 from a proxy) after every retry; ``retry_after`` is the server's hint (s)."""
+    """503 (also 429, and 502/504 from a proxy) after every retry; ``retry_after`` is the server's
+    hint in seconds."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -104,37 +108,16 @@ _BY_STATUS: dict[int, type[T2MIRClientError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     422: InvalidRequest,
+    429: ServiceUnavailable,
     502: ServiceUnavailable,
     503: ServiceUnavailable,
     504: ServiceUnavailable,
 }
 
-# WebSocket error frames may carry no status: guess it from the code (first match wins).
-_CODE_HINTS: tuple[tuple[str, int], ...] = (
-    ("unauthor", 401),
-    ("forbidden", 403),
-    ("api_key", 401),
-    ("not_found", 404),
-    ("unknown_session", 404),
-    ("exists", 409),
-    ("conflict", 409),
-    ("out_of_order", 409),
-    ("unexpected_step", 409),
-    ("too_large", 413),
-    ("unavailable", 503),
-    ("invalid", 422),
-    ("validation", 422),
-    ("unprocessable", 422),
-)
-
-
-def status_from_code(code: str) -> int | None:
-    """Best guess of the HTTP status behind an error ``code`` (None if nothing matches)."""
-    lowered = code.lower()
-    for hint, status in _CODE_HINTS:
-        if hint in lowered:
-            return status
-    return None
+_BY_CODE: dict[str, type[T2MIRClientError]] = {
+    codes.STEP_CONFLICT: StepConflict,
+    codes.SESSION_EXISTS: SessionExists,
+}
 
 
 def parse_retry_after(value: Any) -> float | None:
@@ -157,36 +140,14 @@ def parse_retry_after(value: Any) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-def _conflict_class(code: str, error: dict[str, Any], operation: str) -> type[T2MIRClientError]:
-    """Which 409: by the code first (``step_conflict``, ``session_exists``), then by the operation."""
-    lowered = code.lower()
-    if "expected_step" in error or "step" in lowered:
-        return StepConflict
-    if "exist" in lowered:
-        return SessionExists
-    generic = lowered in ("conflict", "http_409", "error")
-    if generic and operation == "act":
-        return StepConflict
-    if generic and operation == "create":
-        return SessionExists
-    return Conflict
-
-
-def error_from_body(
-    status: int | None,
-    body: Any,
-    *,
-    operation: str = "",
-    retry_after: float | None = None,
-) -> T2MIRClientError:
+def error_from_body(status: int | None, body: Any, *, retry_after: float | None = None) -> T2MIRClientError:
     """Build the exception for an error answer.
 
     Args:
-        status: HTTP status (None for a WebSocket error frame; then guessed from the code).
+        status: HTTP status (None for a WebSocket error frame: then the frame's ``status``, else the
+            table's status for the code).
         body: decoded body: ``{"error": {...}}``, or anything else (text of a proxy's error page).
-        operation: ``"act"`` or ``"create"``: picks `StepConflict` / `SessionExists` for a 409 whose
-            code does not say which (``step_conflict`` / ``session_exists`` do).
-        retry_after: seconds from the ``Retry-After`` header, if any.
+        retry_after: seconds from the ``Retry-After`` header, if any (else the body's field).
     """
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -195,8 +156,9 @@ def error_from_body(
         field = error.get("field")
         field = str(field) if field is not None else None
         if status is None:
-            raw_status = error.get("status", body.get("status"))
-            status = raw_status if isinstance(raw_status, int) else status_from_code(code)
+            raw_status = body.get("status")
+            row = codes.ERROR_CODES.get(code)
+            status = raw_status if isinstance(raw_status, int) else (row.status if row else None)
         if retry_after is None:
             retry_after = parse_retry_after(error.get("retry_after", body.get("retry_after")))
     else:
@@ -204,16 +166,11 @@ def error_from_body(
         code = f"http_{status}" if status else "error"
         message = str(body or code)[:500]
         field = None
-    cls = _BY_STATUS.get(status or 0, T2MIRClientError)
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status or 0, T2MIRClientError)
     kwargs: dict[str, Any] = {"status": status, "code": code, "field": field, "body": body}
-    if cls is Conflict:
-        cls = _conflict_class(code, error, operation)
     if cls is StepConflict:
         expected = error.get("expected_step")
-        if not isinstance(expected, int):
-            match = _EXPECTED_STEP.search(message)
-            expected = int(match.group(1)) if match else None
-        return StepConflict(message, expected_step=expected, **kwargs)
+        return StepConflict(message, expected_step=expected if isinstance(expected, int) else None, **kwargs)
     if cls is ServiceUnavailable:
         return ServiceUnavailable(message, retry_after=retry_after, **kwargs)
     return cls(message, **kwargs)

@@ -225,6 +225,7 @@ def run_episodes(
     *,
     model: str | None = None,
     sampling: str | None = None,
+    action_noise: float | None = None,
     websocket: bool = False,
     encoding: str = "json",
     seed: int | None = None,
@@ -238,7 +239,7 @@ def run_episodes(
         env: a gymnasium ``Env``, a list of them, or a ``VectorEnv`` (one session per sub-env).
         episodes: episodes per env (each session's in-context history grows across them).
         session: existing session(s), one per env; by default new ones are created with
-            ``model`` / ``sampling`` (over a WebSocket with ``websocket=True``) and deleted at the
+            ``model`` / ``sampling`` / ``action_noise`` (over a WebSocket with ``websocket=True``) and deleted at the
             end unless ``keep_sessions``.
         on_episode: called with an `EpisodeReport` after every episode.
         seed: passed to the first ``reset`` of each env (vector envs: to its first reset).
@@ -263,7 +264,12 @@ def run_episodes(
             for _ in range(count):
                 created.append(
                     Session.create(
-                        client, model=model, sampling=sampling, websocket=websocket, encoding=encoding
+                        client,
+                        model=model,
+                        sampling=sampling,
+                        action_noise=action_noise,
+                        websocket=websocket,
+                        encoding=encoding,
                     )
                 )
             sessions = created

@@ -20,20 +20,9 @@ from urllib.parse import quote
 
 import httpx
 
-from clients.errors import (
-    ConnectionFailed,
-    T2MIRClientError,
-    error_from_body,
-    parse_retry_after,
-)
-from clients.protocol import ActResult, SessionInfo, SessionState, act_body, dumps
-from clients.retry import (
-    MAYBE_SENT_ERRORS,
-    NOT_SENT_ERRORS,
-    RETRY_STATUSES,
-    SAFE_RETRY_STATUSES,
-    RetryPolicy,
-)
+from clients.errors import ConnectionFailed, T2MIRClientError, error_from_body, parse_retry_after
+from clients.protocol import ActResult, SessionInfo, SessionState, act_body, create_body, dumps
+from clients.retry import MAYBE_SENT_ERRORS, NOT_SENT_ERRORS, Attempts, RetryPolicy, worth_retrying
 
 USER_AGENT = "t2mir-client/0.1"
 
@@ -45,7 +34,6 @@ class _Call:
     method: str
     path: str
     body: bytes | None = None
-    operation: str = ""
     idempotent: bool = True
     accept: frozenset[int] = frozenset()
     """Non-2xx statuses returned to the caller instead of raised."""
@@ -75,12 +63,13 @@ class _ClientBase:
         *,
         max_backoff: float = 2.0,
         max_retry_after: float = 10.0,
+        max_elapsed: float | None = 30.0,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
-        self.policy = RetryPolicy(retries, backoff, max_backoff, max_retry_after)
+        self.policy = RetryPolicy(retries, backoff, max_backoff, max_retry_after, max_elapsed)
         self.headers = {"User-Agent": USER_AGENT, **(headers or {})}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
@@ -89,27 +78,24 @@ class _ClientBase:
 
     @staticmethod
     def _create_call(
-        model: str | None, session_id: str | None, metadata: dict[str, Any] | None, sampling: str | None
+        model: str | None,
+        session_id: str | None,
+        metadata: dict[str, Any] | None,
+        sampling: str | None,
+        action_noise: float | None,
     ) -> _Call:
-        body: dict[str, Any] = {}
-        for key, value in (("model", model), ("session_id", session_id), ("metadata", metadata)):
-            if value is not None:
-                body[key] = value
-        if sampling is not None:
-            if sampling not in ("sample", "greedy"):
-                raise ValueError(f"sampling must be 'sample' or 'greedy', got {sampling!r}")
-            body["sampling"] = sampling
-        return _Call("POST", "/sessions", dumps(body), operation="create", idempotent=False)
+        body = create_body(model, session_id, metadata, sampling, action_noise)
+        return _Call("POST", "/sessions", dumps(body), idempotent=False)
 
     @staticmethod
     def _act_call(session_id: str, step: Any, observation: Any, reward: Any, done: bool) -> _Call:
         body = dumps(act_body(step, observation, reward, done))
-        return _Call("POST", _session_path(session_id, "/act"), body, operation="act")
+        return _Call("POST", _session_path(session_id, "/act"), body)
 
     # -- answer handling --------------------------------------------------------------------------
 
     def _after_response(
-        self, call: _Call, response: httpx.Response, attempt: int, maybe_applied: bool
+        self, call: _Call, response: httpx.Response, attempts: Attempts, maybe_applied: bool
     ) -> float | None:
         """None if ``response`` is the answer; else seconds to wait before retrying; or raise."""
         status = response.status_code
@@ -118,20 +104,22 @@ class _ClientBase:
         if call.method == "DELETE" and status == 404 and maybe_applied:
             return None  # an earlier attempt deleted it and lost the answer
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        retryable = RETRY_STATUSES if call.idempotent else SAFE_RETRY_STATUSES
-        if status in retryable and self.policy.can_retry(attempt):
-            return self.policy.delay(attempt, retry_after)
-        raise error_from_body(status, _decode(response), operation=call.operation, retry_after=retry_after)
+        error = error_from_body(status, _decode(response), retry_after=retry_after)
+        if worth_retrying(error, call.idempotent):
+            delay = attempts.next_delay(getattr(error, "retry_after", None))
+            if delay is not None:
+                return delay
+        raise error
 
-    def _after_exception(self, call: _Call, exc: httpx.TransportError, attempt: int) -> float:
+    def _after_exception(self, call: _Call, exc: httpx.TransportError, attempts: Attempts) -> float:
         """Seconds to wait before retrying after ``exc``; or raise `ConnectionFailed`."""
         retryable = NOT_SENT_ERRORS + (MAYBE_SENT_ERRORS if call.idempotent else ())
         code = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_error"
-        if isinstance(exc, retryable) and self.policy.can_retry(attempt):
-            return self.policy.delay(attempt)
-        tries = attempt + 1
+        delay = attempts.next_delay() if isinstance(exc, retryable) else None
+        if delay is not None:
+            return delay
         raise ConnectionFailed(
-            f"{call.method} {self.base_url}{call.path} failed after {tries} attempt(s): "
+            f"{call.method} {self.base_url}{call.path} failed after {attempts.made} attempt(s): "
             f"{type(exc).__name__}: {exc}",
             code=code,
         ) from exc
@@ -154,8 +142,9 @@ class T2MIRClient(_ClientBase):
         api_key: sent as ``Authorization: Bearer KEY``.
         timeout: seconds for connecting and for each read/write of one attempt.
         retries: extra attempts after connection errors, timeouts and 503/502/504.
-        backoff: first wait between attempts (doubles each time, capped by ``max_backoff``); a 503's
-            ``Retry-After`` replaces it (capped by ``max_retry_after``).
+        backoff: upper end of the first (jittered) wait between attempts; doubles each time, capped
+            by ``max_backoff``; a 503's ``Retry-After`` is the least wait (capped by ``max_retry_after``).
+        max_elapsed: no retry starts later than this many seconds after the first attempt.
     """
 
     def __init__(
@@ -175,21 +164,20 @@ class T2MIRClient(_ClientBase):
         )
 
     def _request(self, call: _Call) -> httpx.Response:
-        attempt, maybe_applied = 0, False
+        attempts, maybe_applied = self.policy.attempts(), False
         headers = {"Content-Type": "application/json"} if call.body is not None else None
         while True:
             try:
                 response = self._http.request(call.method, call.path, content=call.body, headers=headers)
             except httpx.TransportError as exc:
-                delay = self._after_exception(call, exc, attempt)
+                delay = self._after_exception(call, exc, attempts)
                 maybe_applied = maybe_applied or isinstance(exc, MAYBE_SENT_ERRORS)
             else:
-                wait = self._after_response(call, response, attempt, maybe_applied)
+                wait = self._after_response(call, response, attempts, maybe_applied)
                 if wait is None:
                     return response
                 delay = wait
             time.sleep(delay)
-            attempt += 1
 
     def create_session(
         self,
@@ -197,9 +185,19 @@ class T2MIRClient(_ClientBase):
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
+        action_noise: float | None = None,
     ) -> SessionInfo:
-        """``POST /sessions``; ``sampling`` is ``"sample"`` or ``"greedy"`` (server default if None)."""
-        call = self._create_call(model, session_id, metadata, sampling)
+        """``POST /sessions``; every option left None takes the server's default.
+
+        Args:
+            model: model name (None: the server's only or default model).
+            session_id: your own id (1-128 of ``[A-Za-z0-9_.:-]``); None: the server picks one.
+            metadata: a JSON object stored with the session.
+            sampling: discrete actions: ``"sample"`` (seeded by session id and step) or ``"greedy"``.
+            action_noise: continuous actions: Gaussian exploration noise in half-ranges of the
+                action box (0: deterministic).
+        """
+        call = self._create_call(model, session_id, metadata, sampling, action_noise)
         return SessionInfo.from_dict(self._json(self._request(call)))
 
     def get_session(self, session_id: str) -> SessionState:
@@ -260,7 +258,7 @@ class AsyncT2MIRClient(_ClientBase):
         )
 
     async def _request(self, call: _Call) -> httpx.Response:
-        attempt, maybe_applied = 0, False
+        attempts, maybe_applied = self.policy.attempts(), False
         headers = {"Content-Type": "application/json"} if call.body is not None else None
         while True:
             try:
@@ -268,15 +266,14 @@ class AsyncT2MIRClient(_ClientBase):
                     call.method, call.path, content=call.body, headers=headers
                 )
             except httpx.TransportError as exc:
-                delay = self._after_exception(call, exc, attempt)
+                delay = self._after_exception(call, exc, attempts)
                 maybe_applied = maybe_applied or isinstance(exc, MAYBE_SENT_ERRORS)
             else:
-                wait = self._after_response(call, response, attempt, maybe_applied)
+                wait = self._after_response(call, response, attempts, maybe_applied)
                 if wait is None:
                     return response
                 delay = wait
             await asyncio.sleep(delay)
-            attempt += 1
 
     async def create_session(
         self,
@@ -284,8 +281,10 @@ class AsyncT2MIRClient(_ClientBase):
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
+        action_noise: float | None = None,
     ) -> SessionInfo:
-        call = self._create_call(model, session_id, metadata, sampling)
+        """``POST /sessions`` (the options of `T2MIRClient.create_session`)."""
+        call = self._create_call(model, session_id, metadata, sampling, action_noise)
         return SessionInfo.from_dict(self._json(await self._request(call)))
 
     async def get_session(self, session_id: str) -> SessionState:

@@ -204,6 +204,33 @@ def act_body(step: Any, observation: Any, reward: Any = None, done: bool = False
     return body
 
 
+def create_body(
+    model: str | None = None,
+    session_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    sampling: str | None = None,
+    action_noise: float | None = None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /sessions``: the options that are not None (see `create_session`)."""
+    if sampling is not None and sampling not in ("sample", "greedy"):
+        raise ValueError(f"sampling must be 'sample' or 'greedy', got {sampling!r}")
+    if action_noise is not None:
+        noise = float(action_noise)
+        if not math.isfinite(noise) or noise < 0:
+            raise _local_error(
+                f"action_noise must be a finite number >= 0, got {action_noise!r}", "action_noise"
+            )
+        action_noise = noise
+    options = {
+        "model": model,
+        "session_id": session_id,
+        "metadata": metadata,
+        "sampling": sampling,
+        "action_noise": action_noise,
+    }
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def dumps(body: Any) -> bytes:
     """Compact JSON bytes; NaN/inf are refused (they are not JSON)."""
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()

@@ -71,6 +71,12 @@ class _Protocol:
         body = act_body(self.next_step, observation, reward, done=kind == "end")
         return PendingAct(kind, body["step"], body["observation"], body.get("reward"), kind == "end")
 
+    def resync(self, next_step: int) -> None:
+        """Continue from the server's ``next_step``, dropping any unconfirmed act."""
+        self.next_step = next_step
+        self.pending = None
+        self.phase = "unknown"
+
     def commit(self, act: PendingAct, result: ActResult) -> Action | None:
         self.pending = None
         self.last_result = result
@@ -95,12 +101,12 @@ def _required(action: Action | None) -> Action:
     return action
 
 
-def _channel_settings(client: Any, info: SessionInfo, encoding: str) -> dict[str, Any]:
+def channel_settings(client: Any, session_id: str, encoding: str) -> dict[str, Any]:
     """WebSocket channel arguments with the HTTP client's URL, key, timeout and retry policy."""
     policy = client.policy
     return {
         "base_url": client.base_url,
-        "session_id": info.session_id,
+        "session_id": session_id,
         "api_key": client.api_key,
         "encoding": encoding,
         "timeout": client.timeout,
@@ -108,6 +114,7 @@ def _channel_settings(client: Any, info: SessionInfo, encoding: str) -> dict[str
         "backoff": policy.backoff,
         "max_backoff": policy.max_backoff,
         "max_retry_after": policy.max_retry_after,
+        "max_elapsed": policy.max_elapsed,
     }
 
 
@@ -178,16 +185,24 @@ class Session(_SessionBase):
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
+        action_noise: float | None = None,
         websocket: bool = False,
         encoding: str = "json",
     ) -> Session:
-        """Create a session on the server; with ``websocket=True`` its acts use a WebSocket."""
-        info = client.create_session(model=model, session_id=session_id, metadata=metadata, sampling=sampling)
+        """Create a session on the server (the options of ``client.create_session``); with
+        ``websocket=True`` its acts use a WebSocket with frames in ``encoding`` (json or msgpack)."""
+        info = client.create_session(
+            model=model,
+            session_id=session_id,
+            metadata=metadata,
+            sampling=sampling,
+            action_noise=action_noise,
+        )
         channel = None
         if websocket:
             from clients.ws import SyncWebSocketSession
 
-            channel = SyncWebSocketSession(**_channel_settings(client, info, encoding))
+            channel = SyncWebSocketSession(**channel_settings(client, info.session_id, encoding))
         return cls(client, info, channel=channel)
 
     def _send(self, act: PendingAct) -> Action | None:
@@ -230,9 +245,7 @@ class Session(_SessionBase):
     def resync(self) -> int:
         """Take the next step from the server (after a crash or a `StepConflict`); returns it."""
         state = self.client.get_session(self.session_id)
-        self._protocol.next_step = state.step
-        self._protocol.pending = None
-        self._protocol.phase = "unknown"
+        self._protocol.resync(state.step)
         return state.step
 
     def close(self, delete: bool = False) -> None:
@@ -254,15 +267,30 @@ class AsyncSession(_SessionBase):
 
     @classmethod
     async def create(
-        cls, client: Any, *, websocket: bool = False, encoding: str = "json", **kwargs: Any
+        cls,
+        client: Any,
+        *,
+        model: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        sampling: str | None = None,
+        action_noise: float | None = None,
+        websocket: bool = False,
+        encoding: str = "json",
     ) -> AsyncSession:
-        """Create a session (keywords of ``client.create_session``); ``websocket`` as for `Session`."""
-        info = await client.create_session(**kwargs)
+        """Create a session (the options of ``client.create_session``); ``websocket`` as for `Session`."""
+        info = await client.create_session(
+            model=model,
+            session_id=session_id,
+            metadata=metadata,
+            sampling=sampling,
+            action_noise=action_noise,
+        )
         channel = None
         if websocket:
             from clients.ws import WebSocketSession
 
-            channel = WebSocketSession(**_channel_settings(client, info, encoding))
+            channel = WebSocketSession(**channel_settings(client, info.session_id, encoding))
         return cls(client, info, channel=channel)
 
     async def _send(self, act: PendingAct) -> Action | None:
@@ -299,6 +327,12 @@ class AsyncSession(_SessionBase):
         if self._protocol.pending is None:
             raise RuntimeError("nothing to retry")
         return await self._send(self._protocol.pending)
+
+    async def resync(self) -> int:
+        """Take the next step from the server (after a crash or a `StepConflict`); returns it."""
+        state = await self.client.get_session(self.session_id)
+        self._protocol.resync(state.step)
+        return state.step
 
     async def close(self, delete: bool = False) -> None:
         if self.channel is not None:

@@ -25,16 +25,10 @@ import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from clients.errors import (
-    ConnectionFailed,
-    ServiceUnavailable,
-    T2MIRClientError,
-    error_from_body,
-    parse_retry_after,
-)
+from clients.errors import ConnectionFailed, T2MIRClientError, error_from_body, parse_retry_after
 from clients.http import USER_AGENT
 from clients.protocol import ActResult, act_body
-from clients.retry import RETRY_STATUSES, RetryPolicy
+from clients.retry import RETRY_STATUSES, Attempts, RetryPolicy, worth_retrying
 
 ENCODINGS = ("json", "msgpack")
 
@@ -80,7 +74,7 @@ def _closed_error(exc: ConnectionClosed) -> T2MIRClientError | None:
     body = {
         "error": {"code": f"closed_{frame.code}", "message": frame.reason or "socket closed by the server"}
     }
-    return error_from_body(status, body, operation="act")
+    return error_from_body(status, body)
 
 
 class WebSocketSession:
@@ -92,7 +86,7 @@ class WebSocketSession:
         api_key: sent as ``Authorization: Bearer KEY`` in the handshake.
         encoding: ``"json"`` (text frames) or ``"msgpack"`` (binary frames).
         timeout: seconds for one attempt (connect + send + answer).
-        retries, backoff, max_backoff, max_retry_after: as for the HTTP client.
+        retries, backoff, max_backoff, max_retry_after, max_elapsed: as for the HTTP client.
         ping_interval: seconds between keepalive pings (None: no pings).
     """
 
@@ -108,6 +102,7 @@ class WebSocketSession:
         backoff: float = 0.2,
         max_backoff: float = 2.0,
         max_retry_after: float = 10.0,
+        max_elapsed: float | None = 30.0,
         ping_interval: float | None = 20.0,
     ) -> None:
         if encoding not in ENCODINGS:
@@ -116,7 +111,7 @@ class WebSocketSession:
         self.session_id = session_id
         self.encoding = encoding
         self.timeout = timeout
-        self.policy = RetryPolicy(retries, backoff, max_backoff, max_retry_after)
+        self.policy = RetryPolicy(retries, backoff, max_backoff, max_retry_after, max_elapsed)
         self.headers = {"User-Agent": USER_AGENT}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
@@ -172,47 +167,54 @@ class WebSocketSession:
 
     async def _attempts(self, once: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``once`` (connect, or send one frame and read the answer) until it succeeds."""
-        attempt = 0
+        attempts = self.policy.attempts()
         while True:
             try:
                 async with asyncio.timeout(self.timeout):
                     answer = await once()
             except InvalidStatus as exc:
                 await self._drop()
-                delay = self._after_handshake_error(exc, attempt)
+                delay = self._after_handshake_error(exc, attempts)
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
                 await self._drop()
-                delay = self._after_drop(exc, attempt)
+                delay = self._after_drop(exc, attempts)
             else:
                 if not (isinstance(answer, dict) and "error" in answer):
                     return answer
-                error = error_from_body(None, answer, operation="act")
-                if not isinstance(error, ServiceUnavailable) or not self.policy.can_retry(attempt):
+                error = error_from_body(None, answer)
+                wait = (
+                    attempts.next_delay(getattr(error, "retry_after", None))
+                    if worth_retrying(error, True)
+                    else None
+                )
+                if wait is None:
                     raise error
-                delay = self.policy.delay(attempt, error.retry_after)
+                delay = wait
             await asyncio.sleep(delay)
-            attempt += 1
 
-    def _after_handshake_error(self, exc: InvalidStatus, attempt: int) -> float:
+    def _after_handshake_error(self, exc: InvalidStatus, attempts: Attempts) -> float:
         status = exc.response.status_code
         retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
-        if status in RETRY_STATUSES and self.policy.can_retry(attempt):
-            return self.policy.delay(attempt, retry_after)
         raw = exc.response.body or b""
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
             body = raw.decode(errors="replace")
-        raise error_from_body(status, body, operation="act", retry_after=retry_after)
+        error = error_from_body(status, body, retry_after=retry_after)
+        delay = attempts.next_delay(retry_after) if worth_retrying(error, True) else None
+        if delay is None:
+            raise error
+        return delay
 
-    def _after_drop(self, exc: Exception, attempt: int) -> float:
+    def _after_drop(self, exc: Exception, attempts: Attempts) -> float:
         if isinstance(exc, ConnectionClosed) and (error := _closed_error(exc)) is not None:
             raise error
-        if self.policy.can_retry(attempt):
-            return self.policy.delay(attempt)
+        delay = attempts.next_delay()
+        if delay is not None:
+            return delay
         code = "timeout" if isinstance(exc, TimeoutError) else "connection_error"
         raise ConnectionFailed(
-            f"websocket {self.url} failed after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}",
+            f"websocket {self.url} failed after {attempts.made} attempt(s): {type(exc).__name__}: {exc}",
             code=code,
         ) from exc
 

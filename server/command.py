@@ -45,6 +45,11 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "largest request body / message"}),
     ("--torch-threads", "torch_threads", {"type": int, "help": "intra-op threads per engine (default 1)"}),
     ("--device", "device", {"help": "torch device (default cpu)"}),
+    (
+        "--default-model",
+        "default_model",
+        {"metavar": "NAME", "help": "model of sessions that name none (when several are loaded)"},
+    ),
     ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"]}),
     ("--access-log", "access_log", {"action": "store_const", "const": True, "help": "log every request"}),
 ]

@@ -2,7 +2,9 @@
 
 `ApiError` is raised by the services and routes; `install_error_handlers` maps it, FastAPI's
 validation errors, Starlette's HTTP errors and anything unexpected onto that format. WebSocket
-handlers turn an `ApiError` into an error frame with `ApiError.frame`.
+handlers turn an `ApiError` into an error frame with `ApiError.frame`. Every code comes from the wire
+protocol's table, `clients.codes` (the one module of the client package the server imports): an
+`ApiError` with a code that is not in it, or with another status than its row, is refused.
 """
 
 from __future__ import annotations
@@ -17,26 +19,33 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import clients.codes as codes
+
 log = logging.getLogger("t2mir.server")
 
 _STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    429: "too_many_requests",
-    500: "internal",
-    503: "unavailable",
+    400: codes.BAD_REQUEST,
+    401: codes.UNAUTHORIZED,
+    403: codes.FORBIDDEN,
+    404: codes.NOT_FOUND,
+    405: codes.METHOD_NOT_ALLOWED,
+    409: codes.CONFLICT,
+    413: codes.TOO_LARGE,
+    415: codes.UNSUPPORTED_MEDIA_TYPE,
+    422: codes.INVALID_REQUEST,
+    429: codes.TOO_MANY_REQUESTS,
+    500: codes.INTERNAL,
+    503: codes.UNAVAILABLE,
 }
 
 
 class ApiError(Exception):
-    """An answer other than success: HTTP status, machine-readable code, message, offending field."""
+    """An answer other than success: HTTP status, machine-readable code, message, offending field.
+
+    ``code`` must be a row of `clients.codes.ERROR_CODES` sent with that row's status; ``extra``
+    keywords become structured fields of the error (e.g. ``expected_step``), and a ``Retry-After``
+    header is also sent as the field ``retry_after`` (seconds).
+    """
 
     def __init__(
         self,
@@ -47,6 +56,9 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
+        row = codes.ERROR_CODES.get(code)
+        if row is None or (row.status is not None and row.status != status):
+            raise ValueError(f"error code {code!r} with status {status} is not in clients.codes.ERROR_CODES")
         super().__init__(message)
         self.status = status
         self.code = code
@@ -61,6 +73,8 @@ class ApiError(Exception):
         if self.field is not None:
             error["field"] = self.field
         error.update(self.extra)
+        if "Retry-After" in self.headers:
+            error["retry_after"] = int(self.headers["Retry-After"])
         return {"error": error}
 
     def frame(self) -> dict[str, Any]:
@@ -79,7 +93,7 @@ class ApiError(Exception):
 def unavailable(message: str, retry_after: float) -> ApiError:
     """503 with a ``Retry-After`` header (whole seconds, at least 1)."""
     seconds = max(1, round(retry_after))
-    return ApiError(503, "store_unavailable", message, headers={"Retry-After": str(seconds)})
+    return ApiError(503, codes.STORE_UNAVAILABLE, message, headers={"Retry-After": str(seconds)})
 
 
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -90,17 +104,17 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> ApiError:
     """Pydantic / FastAPI validation errors -> one 422 (400 for a body that is not JSON)."""
     if not errors:
-        return ApiError(422, "invalid_request", "invalid request")
+        return ApiError(422, codes.INVALID_REQUEST, "invalid request")
     first = errors[0]
     if first.get("type") == "json_invalid":
-        return ApiError(400, "invalid_json", "request body is not valid JSON")
+        return ApiError(400, codes.INVALID_JSON, "request body is not valid JSON")
     field = _field_path(first.get("loc", ())) or None
     message = str(first.get("msg", "invalid value"))
     if field:
         message = f"{field}: {message}"
-    code = "missing_field" if first.get("type") == "missing" else "invalid_field"
+    code = codes.MISSING_FIELD if first.get("type") == "missing" else codes.INVALID_FIELD
     if field and field.split(".")[0] == "observation":
-        code = "invalid_observation"
+        code = codes.INVALID_OBSERVATION
     return ApiError(422, code, message, field=field)
 
 
@@ -122,11 +136,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "error")
+        code = _STATUS_CODES.get(exc.status_code, codes.HTTP_ERROR)
         message = exc.detail if isinstance(exc.detail, str) else code
         return ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return ApiError(500, "internal", "internal server error").response()
+        return ApiError(500, codes.INTERNAL, "internal server error").response()

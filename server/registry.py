@@ -149,13 +149,19 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ loading
     async def load_all(self, directories: list[str]) -> None:
-        """Load every checkpoint directory (later ones of the same name become current)."""
+        """Load every checkpoint directory (later ones of the same name become current); the
+        ``default_model`` setting, if any, must name one of them."""
         for directory in directories:
             model = await self._load(Path(directory))
             if (model.name, model.version) in self._models:
                 await model.batcher.close()
                 raise ValueError(f"{directory}: {model.name} version {model.version} is already loaded")
             self._add(model)
+        default = self.settings.default_model
+        if default is not None and default not in self._current:
+            raise ValueError(
+                f"default_model {default!r} is not among the loaded models {sorted(self._current)}"
+            )
 
     async def _load(self, directory: Path) -> LoadedModel:
         card, engine = await asyncio.to_thread(_read, directory, self.settings)
@@ -202,13 +208,16 @@ class ModelRegistry:
         return self._models.get((name, version))
 
     def resolve(self, name: str | None) -> LoadedModel:
-        """The current version of ``name`` (or of the only model when None); raises ApiError."""
+        """The current version of ``name``; when None, of the ``default_model`` setting or else of
+        the only loaded model. Raises ApiError (422 when several are loaded and none is the default)."""
+        if name is None:
+            name = self.settings.default_model
         if name is None:
             if len(self._current) != 1:
                 raise ApiError(
                     422,
                     "missing_field",
-                    f"several models are loaded ({sorted(self._current)}): name one",
+                    f"several models are loaded ({sorted(self._current)}) and no default_model is set: name one",
                     field="model",
                 )
             name = next(iter(self._current))

@@ -84,6 +84,9 @@ class ServerSettings(BaseSettings):
     0: acknowledged once the master has it. A step not confirmed in time answers 503."""
     redis_wait_timeout_ms: int = Field(500, ge=1)
     """Longest a write waits for ``redis_wait_replicas`` confirmations."""
+    default_model: str | None = Field(None, min_length=1)
+    """Model of sessions created without ``model`` when several models are loaded (must be one of
+    them); None: such a create is refused (422 missing_field) unless exactly one model is loaded."""
 
     @field_validator("checkpoints", "api_keys", mode="before")
     @classmethod

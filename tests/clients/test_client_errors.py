@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 
 import pytest
@@ -20,7 +21,7 @@ from clients import (
     Unauthorized,
 )
 from clients.errors import error_from_body, parse_retry_after
-from clients.retry import RetryPolicy
+from clients.retry import RetryPolicy, worth_retrying
 
 
 def _body(code, message="m", **extra):
@@ -40,20 +41,20 @@ def test_http_statuses_pick_the_class():
 
 
 def test_conflicts():
-    err = error_from_body(
-        409, _body("step_conflict", "the session expects step 12", field="step"), operation="act"
-    )
-    assert isinstance(err, StepConflict) and err.expected_step == 12
     err = error_from_body(409, _body("step_conflict", "x", expected_step=3))
     assert isinstance(err, StepConflict) and err.expected_step == 3
-    assert isinstance(error_from_body(409, _body("session_exists"), operation="create"), SessionExists)
-    assert isinstance(error_from_body(409, _body("conflict"), operation="create"), SessionExists)
-    err = error_from_body(409, _body("model_unavailable"), operation="act")
-    assert type(err) is Conflict
+    # the structured field only: a step in the message text is never parsed
+    err = error_from_body(409, _body("step_conflict", "the session expects step 12", field="step"))
+    assert isinstance(err, StepConflict) and err.expected_step is None
+    assert isinstance(error_from_body(409, _body("session_exists")), SessionExists)
+    assert type(error_from_body(409, _body("conflict"))) is Conflict
+    assert type(error_from_body(409, _body("model_unavailable"))) is Conflict
 
 
-def test_websocket_frames_without_status_use_the_code():
+def test_websocket_frames_without_status_use_the_code_table():
     assert isinstance(error_from_body(None, _body("session_not_found")), SessionNotFound)
+    err = error_from_body(None, _body("store_unavailable", retry_after=4))
+    assert isinstance(err, ServiceUnavailable) and (err.status, err.retry_after) == (503, 4.0)
     frame = {"error": {"code": "store_unavailable", "message": "down"}, "status": 503, "retry_after": 2}
     err = error_from_body(None, frame)
     assert isinstance(err, ServiceUnavailable) and (err.status, err.retry_after) == (503, 2.0)
@@ -68,11 +69,35 @@ def test_retry_after_values():
     assert parse_retry_after("soon") is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 < parse_retry_after(later) <= 30
-    policy = RetryPolicy(retries=2, backoff=0.1, max_backoff=0.3, max_retry_after=5)
-    assert [policy.delay(a) for a in range(3)] == [0.1, 0.2, 0.3]
-    assert policy.delay(0, 60) == 5 and policy.can_retry(1) and not policy.can_retry(2)
     with pytest.raises(ValueError):
         RetryPolicy(retries=-1)
+
+
+def test_backoff_is_exponential_with_full_jitter_and_bounded():
+    policy = RetryPolicy(retries=2, backoff=0.1, max_backoff=0.3, max_retry_after=5, rng=random.Random(0))
+    for attempt, cap in enumerate([0.1, 0.2, 0.3, 0.3]):
+        waits = [policy.delay(attempt) for _ in range(200)]
+        assert all(0 <= w <= cap for w in waits) and max(waits) > 0.8 * cap and min(waits) < 0.2 * cap
+    assert policy.delay(0, 60) == 5 and policy.delay(3, 1.0) == 1.0  # Retry-After: the least wait, capped
+    attempts = policy.attempts()
+    assert attempts.next_delay() is not None and attempts.next_delay() is not None
+    assert attempts.next_delay() is None and attempts.made == 3  # retries=2: three attempts in all
+    timed = RetryPolicy(retries=100, max_elapsed=2.0).attempts()
+    assert timed.next_delay(1.5) == 1.5 and timed.next_delay(2.5) is None  # would pass the time bound
+
+
+def test_what_is_retried():
+    def err(status, code):
+        return error_from_body(status, _body(code) if code else "proxy page")
+
+    assert worth_retrying(err(503, "store_unavailable"), idempotent=False)  # the table says: nothing applied
+    assert worth_retrying(err(429, "too_many_requests"), idempotent=False)
+    assert not worth_retrying(err(409, "step_conflict"), idempotent=True)
+    assert not worth_retrying(err(500, "internal"), idempotent=True)
+    assert worth_retrying(err(502, None), idempotent=True) and not worth_retrying(
+        err(502, None), idempotent=False
+    )
+    assert worth_retrying(err(503, None), idempotent=False)
 
 
 def test_answers_parse_what_the_server_sends():

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_factory import write_checkpoint
 from redis.asyncio import Redis, RedisCluster
 from redis_server import RedisClusterServers, RedisServer, redis_cli_binary, redis_server_binary
 
@@ -142,28 +143,6 @@ async def store_harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHa
 async def store(store_harness: StoreHarness) -> SessionStore:
     """A store of the parametrized backend, no TTL."""
     return store_harness.make()
-
-
-def write_checkpoint(directory: Path, name: str, version: str, seed: int = 0, **config: Any) -> Path:
-    """A random T2MIR-AD checkpoint with DarkRoom spaces (obs 2-d, 5 actions) unless overridden."""
-    import torch
-
-    from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig, T2MIRPolicy
-
-    fields: dict[str, Any] = {
-        "observation": ObservationSpec(2),
-        "action": ActionSpec("discrete", n=5),
-        "env_id": "t2mir/DarkRoom-v0",
-        "d_model": 32,
-        "n_layers": 2,
-        "n_heads": 2,
-        "max_episode_steps": 100,
-        "context_episodes": 4,
-    }
-    fields.update(config)
-    torch.manual_seed(seed)
-    T2MIRPolicy(T2MIRConfig(**fields)).save_pretrained(directory, card={"name": name, "version": version})
-    return directory
 
 
 @pytest.fixture(scope="session")

@@ -101,9 +101,9 @@ def test_valid_steps_pass_model_validation():
 
 def test_error_format_and_frames():
     error = ApiError(503, "store_unavailable", "down", headers={"Retry-After": "2"})
-    assert error.body() == {"error": {"code": "store_unavailable", "message": "down"}}
+    assert error.body() == {"error": {"code": "store_unavailable", "message": "down", "retry_after": 2}}
     assert error.frame() == {
-        "error": {"code": "store_unavailable", "message": "down"},
+        "error": {"code": "store_unavailable", "message": "down", "retry_after": 2},
         "status": 503,
         "retry_after": 2,
     }

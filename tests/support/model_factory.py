@@ -1,6 +1,9 @@
-"""Small random policies and token sequences shared by the model tests."""
+"""Small random policies, token sequences and checkpoints shared by the tests."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -104,3 +107,21 @@ def play_session(engine: DecodeEngine, steps: int, seed: int) -> list[tuple[torc
         else:
             history.observe(obs, float(t % 3), action)
     return played
+
+
+def write_checkpoint(directory: Path, name: str, version: str, seed: int = 0, **config: Any) -> Path:
+    """A random T2MIR-AD checkpoint with DarkRoom spaces (obs 2-d, 5 actions) unless overridden."""
+    fields: dict[str, Any] = {
+        "observation": ObservationSpec(2),
+        "action": ActionSpec("discrete", n=5),
+        "env_id": "t2mir/DarkRoom-v0",
+        "d_model": 32,
+        "n_layers": 2,
+        "n_heads": 2,
+        "max_episode_steps": 100,
+        "context_episodes": 4,
+    }
+    fields.update(config)
+    torch.manual_seed(seed)
+    T2MIRPolicy(T2MIRConfig(**fields)).save_pretrained(directory, card={"name": name, "version": version})
+    return directory
