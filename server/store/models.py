@@ -46,6 +46,15 @@ def is_valid_session_id(session_id: object) -> bool:
     return isinstance(session_id, str) and SESSION_ID_PATTERN.fullmatch(session_id) is not None
 
 
+def as_backbone(value: str) -> Backbone:
+    """``value`` as a `Backbone`; raises ValueError for a context rule sessions do not know."""
+    if value == "ad":
+        return "ad"
+    if value == "dpt":
+        return "dpt"
+    raise ValueError(f"backbone must be 'ad' or 'dpt', got {value!r}")
+
+
 def dumps_json(value: Any, field_name: str) -> str:
     """Compact JSON of ``value``; raise `InvalidRecord` for NaN/inf or non-JSON types."""
     try:
