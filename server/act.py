@@ -260,7 +260,8 @@ class ActService:
         """The answer to the act: ``done`` closes the episode, anything else asks the engine."""
         response: dict[str, Any] = {"session_id": session_id, "step": body.step, "episode": meta.episode}
         if body.done:
-            reward = float(body.reward)  # type: ignore[arg-type]
+            assert body.reward is not None  # the body check requires a reward with done
+            reward = float(body.reward)
             response.update(action=None, episode_return=episode_return_after(meta, reward))
             record = StepRecord(body.step, body.observation, reward, None, True)
             return _Answer(

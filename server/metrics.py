@@ -105,7 +105,7 @@ class ServerMetrics:
         """The text exposition of every series (without the ``*_created`` timestamps), after adding
         any queued routing statistics (the server drains them off the event loop before)."""
         self.drain_routing()
-        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+        return generate_latest(_WithoutCreated(self.registry))
 
     def bind(self, sessions_active: Callable[[], float], slots_used: Callable[[], float]) -> None:
         """Read the two live gauges from callbacks at scrape time."""

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from server.store import Retention, SessionMeta, SessionState, StepRecord, retain
+from server.store.models import Action
 from t2mir_model import Episode, SessionHistory
 
 
@@ -26,11 +27,25 @@ def obs_tensor(obs: list[float]) -> Tensor:
     return torch.tensor(obs, dtype=torch.float32)
 
 
-def action_tensor(action: int | list[float], discrete: bool) -> Tensor:
-    """A stored action back as a tensor: () long (discrete) or (act_dim,) float32."""
+def action_tensor(action: Action | None, discrete: bool) -> Tensor:
+    """A stored action back as a tensor: () long (discrete) or (act_dim,) float32.
+
+    Raises ValueError for a record without an action (an episode's ``done`` record) and for a
+    list where the space is discrete."""
+    if action is None:
+        raise ValueError("the record has no action")
     if discrete:
-        return torch.tensor(int(action), dtype=torch.long)  # type: ignore[arg-type]
+        if isinstance(action, list):
+            raise ValueError(f"a discrete action must be an int, got {action!r}")
+        return torch.tensor(int(action), dtype=torch.long)
     return torch.tensor(action, dtype=torch.float32)
+
+
+def _reward(record: StepRecord) -> float:
+    """The reward a record carries; raises ValueError for an episode's first record (none yet)."""
+    if record.reward is None:
+        raise ValueError(f"the record of step {record.step} has no reward")
+    return float(record.reward)
 
 
 def action_value(action: Tensor) -> int | list[float]:
@@ -108,8 +123,8 @@ def _episode(index: int, records: list[StepRecord], discrete: bool) -> Episode:
     return Episode(
         index=index,
         obs=torch.stack([obs_tensor(r.obs) for r in steps]),
-        actions=torch.stack([action_tensor(r.action, discrete) for r in steps]),  # type: ignore[arg-type]
-        rewards=torch.tensor([float(r.reward) for r in records[1:]], dtype=torch.float32),  # type: ignore[arg-type]
+        actions=torch.stack([action_tensor(r.action, discrete) for r in steps]),
+        rewards=torch.tensor([_reward(r) for r in records[1:]], dtype=torch.float32),
     )
 
 
@@ -125,7 +140,7 @@ def entry_from_state(state: SessionState, discrete: bool) -> MirrorEntry:
             history.observe(obs)
         else:
             history.observe(obs, record.reward, pending)
-        pending = action_tensor(record.action, discrete)  # type: ignore[arg-type]
+        pending = action_tensor(record.action, discrete)
     returns = [e.ret for e in state.episodes]
     return MirrorEntry(history, returns, pending, meta.next_step, meta.created_at, meta)
 

@@ -24,10 +24,12 @@ from server.batcher import Batcher
 from server.errors import ApiError
 from server.metrics import ServerMetrics
 from server.settings import MB, ServerSettings
-from server.store import Retention
+from server.store import Backbone, Retention, as_backbone
 from t2mir_model import (
     ActRequest,
+    ActResult,
     EngineOptions,
+    EngineOutput,
     PolicyEngine,
     ServedConfig,
     SessionHistory,
@@ -61,7 +63,9 @@ class LoadedModel:
     directory: Path
     card: dict[str, Any]
     engine: PolicyEngine
-    batcher: Batcher
+    batcher: Batcher[ActRequest, ActResult, EngineOutput]
+    backbone: Backbone
+    """The sessions' context rule (the config's ``backbone``, checked at load)."""
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     ready: bool = False
@@ -167,16 +171,24 @@ class ModelRegistry:
         card, engine = await asyncio.to_thread(_read, directory, self.settings)
         name = str(card.get("name") or directory.resolve().name)
         version = str(card.get("version") or "1")
+        try:
+            backbone = as_backbone(engine.config.backbone)
+        except ValueError as exc:
+            raise ValueError(f"{directory}: {exc}") from exc
         batch = min(self.settings.max_batch_size, engine.num_slots)
-        batcher = Batcher(
+
+        def record_output(output: EngineOutput, waits: list[float]) -> None:
+            self.metrics.record_engine_output(name, output, waits)
+
+        batcher: Batcher[ActRequest, ActResult, EngineOutput] = Batcher(
             engine,
             max_batch_size=batch,
             max_wait_ms=self.settings.max_wait_ms,
             name=f"{name}-{version}",
             torch_threads=self.settings.torch_threads,
-            on_output=lambda out, waits, n=name: self.metrics.record_engine_output(n, out, waits),
+            on_output=record_output,
         )
-        model = LoadedModel(name, version, directory, card, engine, batcher)
+        model = LoadedModel(name, version, directory, card, engine, batcher, backbone)
         batcher.start()
         await batcher.run_on_worker(_warm_up, engine)
         model.ready = True

@@ -168,7 +168,7 @@ class SessionService:
             owner=owner,
             model=model.name,
             model_version=model.version,
-            backbone=model.config.backbone,
+            backbone=model.backbone,
             retention=model.retention,
             metadata={"sampling": sampling, "action_noise": action_noise, "client": body.metadata},
         )

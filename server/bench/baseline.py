@@ -47,7 +47,7 @@ class BadRequest(ValueError):
 
 def _action(value: Any, config: T2MIRConfig) -> torch.Tensor:
     if config.action.is_discrete:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < config.action.n:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < config.action.width:
             raise BadRequest(f"invalid discrete action {value!r}")
         return torch.tensor(value, dtype=torch.long)
     tensor = torch.tensor(value, dtype=torch.float32)

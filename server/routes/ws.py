@@ -29,7 +29,7 @@ POLICY_VIOLATION = 1008
 
 def decode(data: bytes | str, binary: bool, limit: int) -> Any:
     """Size-check and decode one frame; raises ApiError 413 / 400."""
-    size = len(data) if binary else len(data.encode())  # type: ignore[union-attr]
+    size = len(data.encode() if isinstance(data, str) else data)  # bytes on the wire
     if size > limit:
         raise ApiError(413, "too_large", f"message of {size} bytes exceeds the limit of {limit} bytes")
     if binary:

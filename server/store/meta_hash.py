@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from server.store.models import Retention, SessionMeta
+from server.store.models import Retention, SessionMeta, as_backbone, as_retention_mode
 
 
 def meta_fields(meta: SessionMeta, metadata_json: str) -> dict[str, str]:
@@ -42,8 +42,8 @@ def parse_meta(flat: list[str], rets: list[str]) -> SessionMeta:
         owner=h["owner"],
         model=h["model"],
         model_version=h["model_version"],
-        backbone=h["backbone"],  # type: ignore[arg-type]
-        retention=Retention(h["retention_mode"], int(h["retention_count"])),  # type: ignore[arg-type]
+        backbone=as_backbone(h["backbone"]),
+        retention=Retention(as_retention_mode(h["retention_mode"]), int(h["retention_count"])),
         metadata=json.loads(h["metadata"]),
         created_at=float(h["created_at"]),
         next_step=int(h["next_step"]),

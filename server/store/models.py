@@ -46,6 +46,24 @@ def is_valid_session_id(session_id: object) -> bool:
     return isinstance(session_id, str) and SESSION_ID_PATTERN.fullmatch(session_id) is not None
 
 
+def as_backbone(value: str) -> Backbone:
+    """``value`` as a `Backbone`; raises ValueError for a context rule sessions do not know."""
+    if value == "ad":
+        return "ad"
+    if value == "dpt":
+        return "dpt"
+    raise ValueError(f"backbone must be 'ad' or 'dpt', got {value!r}")
+
+
+def as_retention_mode(value: str) -> RetentionMode:
+    """``value`` as a `RetentionMode`; raises ValueError for another mode."""
+    if value == "best":
+        return "best"
+    if value == "last":
+        return "last"
+    raise ValueError(f"retention mode must be 'best' or 'last', got {value!r}")
+
+
 def dumps_json(value: Any, field_name: str) -> str:
     """Compact JSON of ``value``; raise `InvalidRecord` for NaN/inf or non-JSON types."""
     try:
@@ -66,8 +84,7 @@ class Retention:
     count: int
 
     def __post_init__(self) -> None:
-        if self.mode not in ("best", "last"):
-            raise ValueError(f"retention mode must be 'best' or 'last', got {self.mode!r}")
+        as_retention_mode(self.mode)
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ValueError(f"retention count must be an int >= 0, got {self.count!r}")
 

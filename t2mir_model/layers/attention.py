@@ -58,8 +58,8 @@ class CachedStep:
     """Where one decode step writes and reads every layer's cache."""
 
     slots: SlotIndex
-    write_pos: Tensor | None  # (B, k) long: cache position of each new token, padding to the scratch one
-    first_pos: int | None  # instead, for one unpadded row: the position of its first new token
+    write_pos: Tensor | int  # (B, k) long: cache position of each new token, padding to the scratch one;
+    # or, for one unpadded row, the int position of its first new token (a contiguous run)
     kv_len: int  # positions read: the longest row's length after the step
     mask: Tensor  # (B, 1, k, kv_len) bool
 
@@ -113,8 +113,8 @@ class CausalSelfAttention(nn.Module):
         -> y (B, k, d).
         """
         q, k, v = self._split(x)  # (B, k, H, Dh) each
-        if step.write_pos is None:  # one row, no padding: a contiguous run of positions
-            span = slice(step.first_pos, step.first_pos + x.shape[1])
+        if isinstance(step.write_pos, int):  # one row, no padding: a contiguous run of positions
+            span = slice(step.write_pos, step.write_pos + x.shape[1])
             cache_k[step.slots.host[0], :, span] = k[0].transpose(0, 1).to(cache_k.dtype)  # (H, k, Dh)
             cache_v[step.slots.host[0], :, span] = v[0].transpose(0, 1).to(cache_v.dtype)
         else:

@@ -45,7 +45,7 @@ class MoELayer(nn.Module):
         hidden = config.ffn_mult * width
         self.layer = layer
         self.sequence_routing = moe.task_routing == "sequence"
-        self.token = (
+        self.token: TokenMoE | None = (
             TokenMoE(
                 d,
                 width,
@@ -60,7 +60,7 @@ class MoELayer(nn.Module):
             if moe.token_moe
             else None
         )
-        self.task = (
+        self.task: TaskMoE | None = (
             TaskMoE(d, width, hidden, moe.task_experts, moe.task_top_k, config.dropout)
             if moe.task_moe
             else None
@@ -100,8 +100,10 @@ class TransformerBlock(nn.Module):
         self.ln1 = nn.LayerNorm(d)
         self.attn = CausalSelfAttention(d, config.n_heads, config.dropout)
         self.ln2 = nn.LayerNorm(d)
-        self.moe = MoELayer(config, layer) if use_moe else None
-        self.ffn = None if use_moe else FeedForward(d, config.ffn_mult * d, config.dropout)
+        self.moe: MoELayer | None = MoELayer(config, layer) if use_moe else None
+        self.ffn: FeedForward | None = (
+            None if use_moe else FeedForward(d, config.ffn_mult * d, config.dropout)
+        )
 
     def attend(self, x: Tensor, attend: Attend) -> tuple[Tensor, Tensor]:
         """Attention sublayer: x (B, T, d) -> (x + attn(LN(x)), h = LN(that)), both (B, T, d)."""
@@ -112,10 +114,11 @@ class TransformerBlock(nn.Module):
         self, x: Tensor, h: Tensor, ctx: BlockContext
     ) -> tuple[Tensor, LayerRouting | None, Tensor | None]:
         """FFN / MoE sublayer -> (x' (B, T, d), routing or None, new task-router running sum or None)."""
-        if self.moe is None:
-            return x + self.ffn(h), None, None
-        y, routing, new_sum = self.moe(h, ctx)
-        return x + y, routing, new_sum
+        if self.moe is not None:
+            y, routing, new_sum = self.moe(h, ctx)
+            return x + y, routing, new_sum
+        assert self.ffn is not None  # __init__ builds exactly one of moe / ffn
+        return x + self.ffn(h), None, None
 
     def forward(
         self, x: Tensor, ctx: BlockContext, attend: Attend

@@ -100,7 +100,10 @@ class ActionSpec:
     @property
     def width(self) -> int:
         """Size of the policy head: number of logits or of action dimensions."""
-        return int(self.n if self.is_discrete else self.dim)  # type: ignore[arg-type]
+        width = self.n if self.is_discrete else self.dim
+        if width is None:  # __post_init__ requires n (discrete) or dim (continuous)
+            raise ConfigError("action", f"a {self.kind} action space without its size")
+        return int(width)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,11 @@ class TokenEmbedding(nn.Module):
     their bounds to [-1, 1], rewards are multiplied by ``reward_scale``.
     """
 
+    obs_mean: Tensor  # (obs_dim,) buffer
+    obs_std: Tensor  # (obs_dim,) buffer
+    act_low: Tensor  # (act_dim,) buffer, continuous actions only
+    act_high: Tensor  # (act_dim,) buffer, continuous actions only
+
     def __init__(self, config: T2MIRConfig) -> None:
         super().__init__()
         d = config.d_model
@@ -24,11 +29,12 @@ class TokenEmbedding(nn.Module):
         self.reward = nn.Linear(1, d)
         self.timestep = nn.Embedding(config.max_episode_steps, d)
         self.discrete = config.action.is_discrete
-        self.action = (
+        self.action: nn.Embedding | nn.Linear = (
             nn.Embedding(config.action.width, d) if self.discrete else nn.Linear(config.action.width, d)
         )
         self.reward_scale = config.reward_scale
         self.max_timestep = config.max_episode_steps - 1
+        self.max_action = config.action.width - 1  # largest discrete action index
         self.register_buffer("obs_mean", torch.tensor(obs.mean or (0.0,) * obs.dim), persistent=False)
         self.register_buffer("obs_std", torch.tensor(obs.std or (1.0,) * obs.dim), persistent=False)
         if not self.discrete:
@@ -50,7 +56,7 @@ class TokenEmbedding(nn.Module):
         e_state = self.state((tokens.obs - self.obs_mean) / self.obs_std)  # (B, K, d)
         e_reward = self.reward(tokens.reward.unsqueeze(-1) * self.reward_scale)  # (B, K, d)
         if self.discrete:
-            e_action = self.action(tokens.action.clamp(0, self.action.num_embeddings - 1))  # (B, K, d)
+            e_action = self.action(tokens.action.clamp(0, self.max_action))  # (B, K, d)
         else:
             e_action = self.action(self.normalise_action(tokens.action))  # (B, K, d)
         kind = tokens.kind.unsqueeze(-1)  # (B, K, 1)

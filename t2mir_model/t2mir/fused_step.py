@@ -57,6 +57,9 @@ class FusedStep(nn.Module):
 
     AD appends a_{t-1}, r_{t-1}, s_t (``n_commit=3``); DPT reads the query s_t (``n_query=1``)."""
 
+    new_mask: Tensor  # (k, k) bool buffer
+    query_flags: Tensor  # (k,) bool buffer
+
     def __init__(self, policy: T2MIRPolicy, n_commit: int, n_query: int) -> None:
         super().__init__()
         if n_commit + n_query < 1:
@@ -143,9 +146,9 @@ class CompiledDecoder:
         self.n_commit, self.n_query = (3, 0) if config.backbone == "ad" else (0, 1)
         self.step = FusedStep(policy, self.n_commit, self.n_query).to(cache.device).eval()
         self.layers = [
-            (i, block.moe.token is not None, block.moe.task is not None)
-            for i, block in enumerate(policy.blocks)
-            if block.moe is not None
+            (i, moe.token is not None, moe.task is not None)
+            for i in range(len(policy.blocks))
+            if (moe := policy.block(i).moe) is not None
         ]
         example = self._inputs(cache, 0, self._example_tokens(cache.device))
         try:
@@ -223,7 +226,7 @@ class CompiledDecoder:
 
     def _routing(self, stats: list[Tensor], tokens: TokenBatch) -> list[LayerRouting]:
         """Routing statistics objects from the program's gate outputs (statistics stay lazy)."""
-        weight = tokens.valid.reshape(-1).to(stats[0].dtype) if stats else None
+        weight = tokens.valid.reshape(-1).to(stats[0].dtype if stats else torch.float32)  # (B*k,)
         routing, at = [], 0
         for layer, has_token, has_task in self.layers:
             token = task = None

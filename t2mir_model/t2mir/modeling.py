@@ -19,11 +19,11 @@ from torch import Tensor, nn
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..layers.attention import CachedStep, cached_attention_mask, full_attention_mask
 from ..layers.kv_cache import KVCache, SlotIndex, StepRow
-from .blocks import BlockContext, TransformerBlock
+from .blocks import BlockContext, MoELayer, TransformerBlock
 from .configuration import T2MIRConfig
 from .embeddings import TokenEmbedding
 from .outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
-from .task_moe import info_nce, last_valid
+from .task_moe import TaskMoE, info_nce, last_valid
 from .tokens import TokenBatch
 
 
@@ -68,6 +68,19 @@ class T2MIRPolicy(nn.Module):
         self.head = nn.Linear(config.d_model, config.action.width)
         self.task_layers = tuple(i for i in sorted(moe_layers) if config.moe.task_moe)
 
+    def block(self, layer: int) -> TransformerBlock:
+        """Transformer block ``layer`` (0-based)."""
+        block = self.blocks[layer]
+        assert isinstance(block, TransformerBlock)  # __init__ fills self.blocks with TransformerBlocks only
+        return block
+
+    def _task_moe(self, layer: int) -> tuple[MoELayer, TaskMoE]:
+        """The MoE layer of block ``layer`` (one of ``task_layers``) and its task MoE."""
+        moe = self.block(layer).moe
+        if moe is None or moe.task is None:
+            raise ValueError(f"layer {layer} has no task MoE")
+        return moe, moe.task
+
     # ----------------------------------------------------------------- full sequence
     def _context(self, tokens: TokenBatch, prev_count: Tensor, prev_sums: dict[int, Tensor]) -> BlockContext:
         return BlockContext(
@@ -107,11 +120,13 @@ class T2MIRPolicy(nn.Module):
         ctx = self._context(tokens, torch.zeros_like(tokens.valid[:, 0], dtype=torch.long), {})
         x = self.embed_dropout(self.embed(tokens))
         reps: dict[int, Tensor] = {}
-        for i, block in enumerate(self.blocks):
+        for i in range(len(self.blocks)):
+            block = self.block(i)
             x, h = block.attend(x, lambda attn, xn: attn(xn, mask)[0])
             if i in self.task_layers:
-                h_bar, _ = block.moe.task_input(h, ctx)
-                reps[i] = block.moe.task.key_router(last_valid(h_bar, tokens.valid))
+                moe, task = self._task_moe(i)
+                h_bar, _ = moe.task_input(h, ctx)  # (B, T, d)
+                reps[i] = task.key_router(last_valid(h_bar, tokens.valid))  # (B, E)
                 if i == self.task_layers[-1]:
                     break
             x, _, _ = block.mix(x, h, ctx)
@@ -140,7 +155,7 @@ class T2MIRPolicy(nn.Module):
                 info_nce(
                     r.task.logits_last,
                     key_reps[r.layer],
-                    self.blocks[r.layer].moe.task.bilinear,
+                    self._task_moe(r.layer)[1].bilinear,
                     batch.task_ids,
                     keys.task_ids,
                 )
@@ -155,7 +170,7 @@ class T2MIRPolicy(nn.Module):
     def momentum_update(self) -> None:
         """Move every key router toward its query router (Eq. 8); call after each optimiser step."""
         for layer in self.task_layers:
-            self.blocks[layer].moe.task.momentum_update(self.config.moe.momentum)
+            self._task_moe(layer)[1].momentum_update(self.config.moe.momentum)
 
     # ----------------------------------------------------------------- cached decoding
     def new_cache(
@@ -200,10 +215,9 @@ class T2MIRPolicy(nn.Module):
         steps = torch.arange(k, device=device)[None, :]
         step = CachedStep(
             slots=SlotIndex(slot_tensor, tuple(r.slot for r in rows)),
-            write_pos=None
+            write_pos=lengths_host[0]
             if contiguous
             else torch.where(steps < n_tokens[:, None], lengths[:, None] + steps, cache.max_tokens),
-            first_pos=lengths_host[0] if contiguous else None,
             kv_len=kv_len,
             mask=cached_attention_mask(lengths, n_commit, tokens.valid, kv_len),
         )

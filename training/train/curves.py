@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     print(f"| variant | run | {args.tag}, mean of the last {args.window} points |")
     print("|---|---|---|")
-    for index, (label, runs) in enumerate(curves.items()):
-        color, name = f"C{index % 10}", seeds_legend(label, len(runs))
-        for n, (run, steps, values) in enumerate(runs):
+    for index, (label, group) in enumerate(curves.items()):
+        color, name = f"C{index % 10}", seeds_legend(label, len(group))
+        for n, (run, steps, values) in enumerate(group):
             ax.plot(
                 steps,
                 moving_average(values, args.window),

@@ -220,6 +220,7 @@ def train(
     module: nn.Module = _LossModule(policy)
     if distributed:
         module = DistributedDataParallel(module, find_unused_parameters=True)
+    # Rank 0 logs, evaluates and saves the model: `writer is not None` marks it where the writer is used.
     writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
     test_tasks = task_split(dataset.env_id, dataset.manifest.get("split_seed", 0))[1]
     began = time.perf_counter()
@@ -240,7 +241,7 @@ def train(
         bar.update(1)
         if rank == 0 and done % config.checkpoint_every == 0 and done < config.steps:
             save_training_state(out / "last", policy, optimizer, done, rng, _card(config, done, 0, None))
-        if rank == 0 and config.eval_every and done % config.eval_every == 0 and done < config.steps:
+        if writer is not None and config.eval_every and done % config.eval_every == 0 and done < config.steps:
             result = evaluate(
                 policy, test_tasks, config.eval_episodes, seed=config.seed, sample=config.eval_sample
             )
@@ -256,13 +257,13 @@ def train(
         if rank == 0:
             print(f"ranks in sync: {dist.get_world_size()} ranks hold identical parameters after step {end}")
     if end < config.steps:
-        if rank == 0:
+        if writer is not None:
             save_training_state(out / "last", policy, optimizer, end, rng, _card(config, end, wall, None))
             writer.close()
         if distributed:
             dist.destroy_process_group()
         return TrainResult(out / "last", end, wall, losses, None)
-    if rank == 0:
+    if writer is not None:
         if config.final_eval:
             result = evaluate(
                 policy,
