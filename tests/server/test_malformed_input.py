@@ -33,6 +33,11 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+def raw_act(step: str = "1", observation: str = "[0,0]", reward: str = "0", extra: str = "") -> str:
+    """An act body from raw JSON fragments (for literals json.dumps cannot write)."""
+    return f'{{"step":{step},"observation":{observation},"reward":{reward}{extra}}}'
+
+
 @pytest.fixture(scope="module")
 def backends(request, tiny_checkpoint) -> Iterator[dict[str, Backend]]:
     try:
@@ -72,7 +77,9 @@ def session_at_step_one(http: httpx.Client) -> str:
     """A new session whose step 0 is stored (so the next act carries a reward)."""
     session_id = f"m-{uuid.uuid4().hex[:12]}"
     assert http.post("/sessions", json={"session_id": session_id}).status_code == 201
-    assert http.post(f"/sessions/{session_id}/act", json={"step": 0, "observation": [0, 0]}).status_code == 200
+    assert (
+        http.post(f"/sessions/{session_id}/act", json={"step": 0, "observation": [0, 0]}).status_code == 200
+    )
     return session_id
 
 
@@ -85,18 +92,18 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 
 
 ACT_BODIES = {
-    "repro_1_observation_overflow": ('{"step":1,"observation":[%s,0],"reward":0}' % BIG_INT, 422),
-    "repro_1_reward_overflow": ('{"step":1,"observation":[0,0],"reward":%s}' % BIG_INT, 422),
-    "negative_overflow": ('{"step":1,"observation":[-%s,0],"reward":0}' % BIG_INT, 422),
+    "repro_1_observation_overflow": (raw_act(observation="[" + BIG_INT + ",0]"), 422),
+    "repro_1_reward_overflow": (raw_act(reward=BIG_INT), 422),
+    "negative_overflow": (raw_act(observation="[-" + BIG_INT + ",0]"), 422),
     "float_literal_overflow": ('{"step":1,"observation":[1e400,0],"reward":0}', 422),
     "nan": ('{"step":1,"observation":[NaN,0],"reward":0}', 422),
     "infinity_reward": ('{"step":1,"observation":[0,0],"reward":-Infinity}', 422),
     "beyond_float32": ('{"step":1,"observation":[1e300,0],"reward":0}', 422),
-    "step_overflow": ('{"step":%s,"observation":[0,0],"reward":0}' % BIG_INT, 422),
-    "repro_2_nested_1000": ('{"step":1,"observation":%s,"reward":0}' % nested(1000), 400),
-    "nested_500": ('{"step":1,"observation":%s,"reward":0}' % nested(500), 400),
-    "nested_100000": ('{"step":1,"observation":%s,"reward":0}' % nested(100_000), 400),
-    "nested_object_key": ('{"step":1,"observation":[0,0],"reward":0,"x":%s}' % nested(MAX_DEPTH + 1), 400),
+    "step_overflow": (raw_act(step=BIG_INT), 422),
+    "repro_2_nested_1000": (raw_act(observation=nested(1000)), 400),
+    "nested_500": (raw_act(observation=nested(500)), 400),
+    "nested_100000": (raw_act(observation=nested(100_000)), 400),
+    "nested_object_key": (raw_act(extra=',"x":' + nested(MAX_DEPTH + 1)), 400),
     "lone_surrogate_key": ('{"step":1,"observation":[0,0],"reward":0,"\\ud800":1}', 400),
     "lone_surrogate_value": ('{"step":1,"observation":["\\udfff",0],"reward":0}', 400),
     "int_too_long_to_parse": ('{"step":1,"observation":[%s,0],"reward":0}' % ("9" * 5000), 400),
@@ -160,7 +167,9 @@ def test_repro_3_session_readable_after_refused_create(backend, http):
     body = b'{"session_id":"x-surrogate","metadata":{"a":"\\ud800"}}'
     assert_error(http.post("/sessions", content=body), 400, "invalid_unicode")
     assert_error(http.get("/sessions/x-surrogate"), 404)
-    created = http.post("/sessions", json={"session_id": "x-surrogate", "metadata": {"a": "\u00e9\U0001f600"}})
+    created = http.post(
+        "/sessions", json={"session_id": "x-surrogate", "metadata": {"a": "\u00e9\U0001f600"}}
+    )
     assert created.status_code == 201, created.text
     assert http.get("/sessions/x-surrogate").json()["metadata"] == {"a": "\u00e9\U0001f600"}
     assert http.delete("/sessions/x-surrogate").status_code == 204
@@ -173,7 +182,20 @@ def test_metadata_at_the_size_limit_is_accepted(http):
     assert http.get(f"/sessions/{response.json()['session_id']}").json()["metadata"] == metadata
 
 
-ODD_IDS = ["", " ", "a/b", "{tag}", "a b", "\u00e9", "x" * 129, "x" * 100_000, "x" * 2_000_000, "a\nb", "\x00", "..%2F"]
+ODD_IDS = [
+    "",
+    " ",
+    "a/b",
+    "{tag}",
+    "a b",
+    "\u00e9",
+    "x" * 129,
+    "x" * 100_000,
+    "x" * 2_000_000,
+    "a\nb",
+    "\x00",
+    "..%2F",
+]
 
 
 @pytest.mark.parametrize("session_id", ODD_IDS, ids=lambda s: repr(s)[:20])
@@ -198,9 +220,9 @@ def ws_url(backend: Backend, session_id: str) -> str:
 
 
 WS_TEXT = {
-    "repro_1_overflow": '{"step":1,"observation":[%s,0],"reward":0}' % BIG_INT,
-    "reward_overflow": '{"step":1,"observation":[0,0],"reward":%s}' % BIG_INT,
-    "nested_1000": '{"step":1,"observation":%s,"reward":0}' % nested(1000),
+    "repro_1_overflow": raw_act(observation="[" + BIG_INT + ",0]"),
+    "reward_overflow": raw_act(reward=BIG_INT),
+    "nested_1000": raw_act(observation=nested(1000)),
     "lone_surrogate": '{"step":1,"observation":[0,0],"reward":0,"\\ud800":1}',
     "nan": '{"step":1,"observation":[NaN,0],"reward":0}',
     "not_json": "{oops",
