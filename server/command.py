@@ -49,6 +49,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "max_metadata_bytes",
         {"type": int, "help": "largest session metadata as JSON (default 16384)"},
     ),
+    ("--max-header-bytes", "max_header_bytes", {"type": int, "help": "largest request headers"}),
     ("--header-timeout", "header_timeout_s", {"type": float, "help": "seconds to send request headers"}),
     ("--body-timeout", "body_timeout_s", {"type": float, "help": "seconds to send a request body"}),
     ("--keep-alive", "keep_alive_s", {"type": int, "help": "idle keep-alive seconds (default 5)"}),
