@@ -202,7 +202,7 @@ ODD_IDS = [
 def test_odd_session_ids_refused(backend, http, session_id):
     response = http.post("/sessions", json={"session_id": session_id})
     assert_error(response, 413 if len(session_id) > 1_000_000 else 422)
-    assert backend.redis_keys() == [k for k in backend.redis_keys() if "{" + session_id + "}" not in k]
+    assert not any("{" + session_id + "}" in key for key in backend.redis_keys())
 
 
 @pytest.mark.parametrize("path", ["x" * 5000, "%FF", "%ED%A0%80", "a%00b", "%7Btag%7D", "..", "a%2Fb"])
