@@ -38,12 +38,18 @@ def _table(*rows: ErrorCode) -> dict[str, ErrorCode]:
 BAD_REQUEST = "bad_request"
 INVALID_JSON = "invalid_json"
 INVALID_MSGPACK = "invalid_msgpack"
+TOO_DEEP = "too_deep"
+INVALID_UNICODE = "invalid_unicode"
+INVALID_HTTP = "invalid_http"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 NOT_FOUND = "not_found"
 SESSION_NOT_FOUND = "session_not_found"
 UNKNOWN_MODEL = "unknown_model"
 METHOD_NOT_ALLOWED = "method_not_allowed"
+TIMEOUT = "timeout"
+HEADER_TIMEOUT = "header_timeout"
+BODY_TIMEOUT = "body_timeout"
 CONFLICT = "conflict"
 STEP_CONFLICT = "step_conflict"
 SESSION_EXISTS = "session_exists"
@@ -52,12 +58,14 @@ NAME_CHANGED = "name_changed"
 VERSION_LOADED = "version_loaded"
 TOO_LARGE = "too_large"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+HEADERS_TOO_LARGE = "headers_too_large"
 INVALID_REQUEST = "invalid_request"
 MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"
 INVALID_OBSERVATION = "invalid_observation"
 INVALID_REWARD = "invalid_reward"
 EPISODE_TOO_LONG = "episode_too_long"
+METADATA_TOO_LARGE = "metadata_too_large"
 TOO_MANY_REQUESTS = "too_many_requests"
 INTERNAL = "internal"
 ENGINE_ERROR = "engine_error"
@@ -65,6 +73,7 @@ RELOAD_FAILED = "reload_failed"
 STORE_UNAVAILABLE = "store_unavailable"
 SHUTTING_DOWN = "shutting_down"
 NOT_READY = "not_ready"
+TOO_MANY_SESSIONS = "too_many_sessions"
 UNAVAILABLE = "unavailable"
 HTTP_ERROR = "error"
 
@@ -72,12 +81,22 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(BAD_REQUEST, 400, False, "the request is malformed"),
     ErrorCode(INVALID_JSON, 400, False, "the body (or WebSocket text frame) is not valid JSON"),
     ErrorCode(INVALID_MSGPACK, 400, False, "the WebSocket binary frame is not valid msgpack"),
+    ErrorCode(TOO_DEEP, 400, False, "arrays and objects in the body nest deeper than 32 levels"),
+    ErrorCode(INVALID_UNICODE, 400, False, "a string holds a lone UTF-16 surrogate"),
+    ErrorCode(INVALID_HTTP, 400, False, "the HTTP parser cannot read the request"),
     ErrorCode(UNAUTHORIZED, 401, False, "the API key is missing or not accepted"),
     ErrorCode(FORBIDDEN, 403, False, "the API key may not do this"),
     ErrorCode(NOT_FOUND, 404, False, "no such route"),
     ErrorCode(SESSION_NOT_FOUND, 404, False, "no such session (or it belongs to another API key)"),
     ErrorCode(UNKNOWN_MODEL, 404, False, "the named model is not loaded"),
-    ErrorCode(METHOD_NOT_ALLOWED, 405, False, "the route does not take this method"),
+    ErrorCode(
+        METHOD_NOT_ALLOWED, 405, False, "the route does not take this method; `Allow` lists those it takes"
+    ),
+    ErrorCode(TIMEOUT, 408, True, "the request did not arrive in time"),
+    ErrorCode(
+        HEADER_TIMEOUT, 408, True, "the request line and headers did not arrive within the header timeout"
+    ),
+    ErrorCode(BODY_TIMEOUT, 408, True, "the body did not arrive within the body timeout"),
     ErrorCode(CONFLICT, 409, False, "the request conflicts with the stored state"),
     ErrorCode(STEP_CONFLICT, 409, False, "the step is out of order; `expected_step` is the next one"),
     ErrorCode(SESSION_EXISTS, 409, False, "the requested session_id is taken"),
@@ -86,12 +105,14 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(VERSION_LOADED, 409, False, "a reloaded checkpoint's version is already loaded"),
     ErrorCode(TOO_LARGE, 413, False, "the body or message is over the size limit"),
     ErrorCode(UNSUPPORTED_MEDIA_TYPE, 415, False, "the body's content type is not accepted"),
+    ErrorCode(HEADERS_TOO_LARGE, 431, False, "the request line and headers are over the size limit"),
     ErrorCode(INVALID_REQUEST, 422, False, "the body is not what the route takes"),
     ErrorCode(MISSING_FIELD, 422, False, "a required field (`field`) is absent"),
     ErrorCode(INVALID_FIELD, 422, False, "a field (`field`) has a wrong type or value"),
     ErrorCode(INVALID_OBSERVATION, 422, False, "the observation has the wrong size or a bad value"),
     ErrorCode(INVALID_REWARD, 422, False, "the reward is bad, or sent at an episode's first step"),
     ErrorCode(EPISODE_TOO_LONG, 422, False, "the episode reached max_episode_steps; send done=true"),
+    ErrorCode(METADATA_TOO_LARGE, 422, False, "the session metadata is over the size limit"),
     ErrorCode(TOO_MANY_REQUESTS, 429, True, "rate limited; retry later"),
     ErrorCode(INTERNAL, 500, False, "unexpected server error"),
     ErrorCode(ENGINE_ERROR, 500, False, "the model's engine failed on this act"),
@@ -99,6 +120,7 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(STORE_UNAVAILABLE, 503, True, "the session store is unreachable; nothing was applied"),
     ErrorCode(SHUTTING_DOWN, 503, True, "the model version is shutting down; nothing was applied"),
     ErrorCode(NOT_READY, 503, True, "readiness: models not loaded yet or store unreachable"),
+    ErrorCode(TOO_MANY_SESSIONS, 503, True, "the server holds its maximum of live sessions"),
     ErrorCode(UNAVAILABLE, 503, True, "the service cannot answer now"),
     ErrorCode(HTTP_ERROR, None, False, "any other status refused by the HTTP layer"),
 )

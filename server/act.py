@@ -33,18 +33,16 @@ mid-act cannot leave the engine and the store out of step.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from server.batcher import BatcherClosed
-from server.errors import ApiError, from_pydantic
+from server.errors import ApiError
 from server.mirror import MirrorEntry, action_value, advance, close, entry_from_state, obs_tensor, observed
+from server.payload import decode_json, validate_body
 from server.registry import LoadedModel
 from server.schemas import ActBody
 from server.sessions import SessionDeps, action_noise_of, derive_seed, not_found, sampling_of
@@ -63,21 +61,12 @@ log = logging.getLogger("t2mir.server")
 
 def parse_act(data: Any) -> ActBody:
     """Validate a decoded act message (dict) -> `ActBody`; raises ApiError 422."""
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid_request", "the act body must be a JSON object")
-    try:
-        return ActBody.model_validate(data)
-    except ValidationError as exc:
-        raise from_pydantic(exc) from exc
+    return validate_body(ActBody, data)
 
 
 def parse_act_json(raw: bytes | str) -> ActBody:
     """Decode and validate a JSON act body; raises ApiError 400 / 422."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from exc
-    return parse_act(data)
+    return parse_act(decode_json(raw))
 
 
 def validate_act(body: ActBody, meta: SessionMeta, model: LoadedModel) -> None:
@@ -334,6 +323,7 @@ class ActService:
         finally:
             timings["store_write"] = (time.perf_counter() - t_write) * 1000.0
         if outcome.status == "appended":
+            deps.live.touch(session_id)
             deps.mirror.put(session_id, answer.mirror_after(meta_after_append(meta, record, response)))
             if record.done:
                 deps.metrics.episode_closed(model.name, response["episode_return"])

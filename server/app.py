@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from server.auth import DocsGuard
 from server.context import AppContext
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
+from server.openapi import install_openapi
 from server.routes import ops_router, sessions_router, ws_router
 from server.settings import ServerSettings
 from server.store import SessionStore
@@ -62,9 +64,15 @@ def create_app(settings: ServerSettings | None = None, store: SessionStore | Non
         lifespan=lifespan,
     )
     app.state.ctx = context
-    install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.include_router(sessions_router)
-    app.include_router(ws_router)
-    app.include_router(ops_router)
+    routers = (sessions_router, ws_router, ops_router)
+    install_error_handlers(app, [*app.router.routes, *(r for router in routers for r in router.routes)])
+    install_openapi(app)
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
+    if context.auth.enabled and not settings.public_docs:
+        docs = {app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url}
+        app.add_middleware(DocsGuard, auth=context.auth, paths=frozenset(p for p in docs if p))
+    for router in routers:
+        app.include_router(router)
     return app

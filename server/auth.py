@@ -3,6 +3,7 @@
 With no keys configured every caller is the anonymous owner ``""``. With keys, a request without
 a valid key gets 401, and a session belongs to the key that created it: the store keeps only a
 hash of that key (`owner_of`), so neither the store nor the logs ever hold a key in clear.
+With keys, the API documentation needs a key too (`DocsGuard`) unless the settings make it public.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import ApiError
 
@@ -55,6 +59,26 @@ class Authenticator:
         if expected is None or not hmac.compare_digest(expected.encode(), key.encode()):
             raise _unauthorized("invalid API key")
         return owner
+
+
+class DocsGuard:
+    """ASGI middleware: the API documentation (``paths``: ``/docs``, ``/redoc``,
+    ``/openapi.json``...) answers only callers with a valid key, like the API itself."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator, paths: frozenset[str]) -> None:
+        self.app = app
+        self.auth = auth
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            try:
+                self.auth.owner(Headers(scope=scope))
+            except ApiError as exc:
+                await exc.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -40,9 +40,20 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--session-ttl",
         "session_ttl_seconds",
-        {"type": float, "help": "idle seconds before a session expires"},
+        {"type": float, "help": "idle seconds before a session expires (default 86400; 0: never)"},
     ),
     ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "largest request body / message"}),
+    ("--max-sessions", "max_sessions", {"type": int, "help": "live sessions this server may create"}),
+    (
+        "--max-metadata-bytes",
+        "max_metadata_bytes",
+        {"type": int, "help": "largest session metadata as JSON (default 16384)"},
+    ),
+    ("--max-header-bytes", "max_header_bytes", {"type": int, "help": "largest request headers"}),
+    ("--header-timeout", "header_timeout_s", {"type": float, "help": "seconds to send request headers"}),
+    ("--body-timeout", "body_timeout_s", {"type": float, "help": "seconds to send a request body"}),
+    ("--keep-alive", "keep_alive_s", {"type": int, "help": "idle keep-alive seconds (default 5)"}),
+    ("--max-connections", "max_connections", {"type": int, "help": "open connections (default 2048)"}),
     ("--torch-threads", "torch_threads", {"type": int, "help": "intra-op threads per engine (default 1)"}),
     ("--device", "device", {"help": "torch device (default cpu)"}),
     (
@@ -72,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.http_protocol import HeaderLimits, protocol_factory
 
     try:
         settings = settings_from_args(args)
@@ -81,17 +93,21 @@ def run(args: argparse.Namespace) -> int:
     if not settings.checkpoints:
         print("t2mir serve: no checkpoint given (--checkpoint DIR or T2MIR_CHECKPOINTS)", file=sys.stderr)
         return 2
-    config = log_config(settings.log_level)
+    config = log_config(settings.log_level, settings.key_values())
     logging.config.dictConfig(config)
     app = create_app(settings)
+    headers = HeaderLimits(settings.header_timeout_s, settings.max_header_bytes)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=settings.host,
             port=settings.port,
+            http=protocol_factory(headers),  # type: ignore[arg-type]
             log_config=config,
             access_log=settings.access_log,
             ws_max_size=4 * settings.max_body_bytes + 4096,
+            timeout_keep_alive=settings.keep_alive_s,
+            limit_concurrency=settings.max_connections,
             timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
             lifespan="on",
         )

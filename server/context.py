@@ -8,6 +8,7 @@ from starlette.requests import HTTPConnection
 
 from server.act import ActService
 from server.auth import Authenticator
+from server.live_sessions import LiveSessions
 from server.metrics import ServerMetrics
 from server.mirror import HistoryMirror
 from server.registry import ModelRegistry
@@ -37,7 +38,8 @@ class AppContext:
             store = _store_from(settings)
         registry = ModelRegistry(settings, metrics)
         mirror = HistoryMirror(settings.mirror_sessions)
-        deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks())
+        live = LiveSessions(settings.max_sessions, settings.session_ttl_seconds)
+        deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks(), live, settings.max_metadata_bytes)
         metrics.bind(sessions_active=lambda: len(mirror), slots_used=registry.slots_used)
         sessions, acts = SessionService(deps), ActService(deps)
         return cls(settings, metrics, store, registry, sessions, acts, Authenticator(settings.key_values()))

@@ -10,14 +10,15 @@ protocol's table, `clients.codes` (the one module of the client package the serv
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 import clients.codes as codes
 
@@ -29,6 +30,7 @@ _STATUS_CODES = {
     403: codes.FORBIDDEN,
     404: codes.NOT_FOUND,
     405: codes.METHOD_NOT_ALLOWED,
+    408: codes.TIMEOUT,
     409: codes.CONFLICT,
     413: codes.TOO_LARGE,
     415: codes.UNSUPPORTED_MEDIA_TYPE,
@@ -96,6 +98,21 @@ def unavailable(message: str, retry_after: float) -> ApiError:
     return ApiError(503, codes.STORE_UNAVAILABLE, message, headers={"Retry-After": str(seconds)})
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis): client input echoed in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def allowed_methods(path: str, routes: Iterable[BaseRoute]) -> list[str]:
+    """Every method one of ``routes`` answers on ``path`` (OPTIONS always), sorted."""
+    methods = {"OPTIONS"}
+    for route in routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods.update(route_methods)
+    return sorted(methods)
+
+
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts)
@@ -108,8 +125,8 @@ def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> ApiError:
     first = errors[0]
     if first.get("type") == "json_invalid":
         return ApiError(400, codes.INVALID_JSON, "request body is not valid JSON")
-    field = _field_path(first.get("loc", ())) or None
-    message = str(first.get("msg", "invalid value"))
+    field = shorten(_field_path(first.get("loc", ()))) or None
+    message = shorten(str(first.get("msg", "invalid value")), 500)
     if field:
         message = f"{field}: {message}"
     code = codes.MISSING_FIELD if first.get("type") == "missing" else codes.INVALID_FIELD
@@ -123,8 +140,9 @@ def from_pydantic(exc: ValidationError) -> ApiError:
     return from_validation_errors(exc.errors(include_url=False))
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that give every error the common format."""
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    """Register the handlers that give every error the common format; ``routes``: every HTTP
+    route of the app (for the ``Allow`` header of 405 answers and for OPTIONS)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -135,10 +153,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return from_validation_errors(list(exc.errors())).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, codes.HTTP_ERROR)
         message = exc.detail if isinstance(exc.detail, str) else code
-        return ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # list the methods of every route on the path, not just one
+            headers["Allow"] = ", ".join(allowed_methods(request.url.path, routes))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
+        return ApiError(exc.status_code, code, message, headers=headers).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

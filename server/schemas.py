@@ -23,7 +23,10 @@ def _number(value: Any, what: str, code: str) -> float:
         raise PydanticCustomError(
             code, "{what} must be a number, got {kind}", {"what": what, "kind": type(value).__name__}
         )
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an integer literal beyond any float, e.g. 1 followed by 400 zeros
+        out = math.inf if value > 0 else -math.inf
     if not math.isfinite(out):
         raise PydanticCustomError(
             code, "{what} must be finite, got {value}", {"what": what, "value": repr(out)}

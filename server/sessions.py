@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from server.errors import ApiError, unavailable
+from server.errors import ApiError, shorten, unavailable
+from server.live_sessions import LiveSessions
 from server.metrics import ServerMetrics
 from server.mirror import HistoryMirror
 from server.registry import LoadedModel, ModelRegistry, action_spec
@@ -29,6 +30,7 @@ from server.store import (
     SessionMeta,
     SessionStore,
     StoreUnavailable,
+    dumps_json,
 )
 from t2mir_model import check_action_noise
 
@@ -44,7 +46,7 @@ def derive_seed(session_id: str, step: int) -> int:
 
 def not_found(session_id: str) -> ApiError:
     """The 404 for an unknown session (or one of another API key)."""
-    return ApiError(404, "session_not_found", f"session {session_id!r} not found")
+    return ApiError(404, "session_not_found", f"session {shorten(session_id)!r} not found")
 
 
 def sampling_of(meta: SessionMeta) -> str:
@@ -87,13 +89,16 @@ class KeyedLocks:
 @dataclass(frozen=True)
 class SessionDeps:
     """What the session and act services work with (one of each per app): the store, the loaded
-    models, the metrics, this process's history mirror and its per-session locks."""
+    models, the metrics, this process's history mirror, its per-session locks, its count of live
+    sessions and the metadata size limit."""
 
     store: SessionStore
     registry: ModelRegistry
     metrics: ServerMetrics
     mirror: HistoryMirror
     locks: KeyedLocks
+    live: LiveSessions
+    max_metadata_bytes: int
 
     async def timed(self, op: str, awaitable: Awaitable[T]) -> T:
         """Await a store call, recording its latency; StoreUnavailable becomes a 503 ApiError."""
@@ -122,6 +127,8 @@ class SessionService:
     async def owned_meta(self, owner: str, session_id: str) -> SessionMeta:
         """The session's metadata if it exists and belongs to ``owner``; else 404."""
         meta = await self.deps.timed("get_meta", self.deps.store.get_meta(session_id))
+        if meta is None:
+            self.deps.live.release(session_id)
         if meta is None or meta.owner != owner:
             raise not_found(session_id)
         return meta
@@ -163,6 +170,7 @@ class SessionService:
             check_action_noise(action_noise, model.config.action)
         except ValueError as exc:
             raise ApiError(422, "invalid_field", str(exc), field="action_noise") from exc
+        self._check_metadata(body.metadata)
         meta = SessionMeta(
             session_id=session_id,
             owner=owner,
@@ -172,6 +180,19 @@ class SessionService:
             retention=model.retention,
             metadata={"sampling": sampling, "action_noise": action_noise, "client": body.metadata},
         )
+        counted = self.deps.live.reserve(session_id)
+        try:
+            await self._store_new(meta)
+        except BaseException:
+            if counted:
+                self.deps.live.release(session_id)
+            raise
+        model.last_used = time.monotonic()
+        return self.info(meta)
+
+    async def _store_new(self, meta: SessionMeta) -> None:
+        """``store.create``, its refusals as ApiErrors."""
+        session_id = meta.session_id
         try:
             await self.deps.timed("create", self.deps.store.create(meta))
         except SessionExists as exc:
@@ -182,8 +203,21 @@ class SessionService:
             raise ApiError(422, "invalid_field", str(exc), field="session_id") from exc
         except InvalidRecord as exc:
             raise ApiError(422, "invalid_field", f"metadata: {exc}", field="metadata") from exc
-        model.last_used = time.monotonic()
-        return self.info(meta)
+
+    def _check_metadata(self, metadata: dict[str, Any]) -> None:
+        """422 unless ``metadata`` is finite JSON of at most ``max_metadata_bytes`` (UTF-8)."""
+        try:
+            size = len(dumps_json(metadata, "metadata").encode())
+        except InvalidRecord as exc:
+            raise ApiError(422, "invalid_field", f"metadata: {exc}", field="metadata") from exc
+        limit = self.deps.max_metadata_bytes
+        if size > limit:
+            raise ApiError(
+                422,
+                "metadata_too_large",
+                f"metadata of {size} bytes (as JSON) exceeds the limit of {limit} bytes",
+                field="metadata",
+            )
 
     async def get(self, owner: str, session_id: str) -> dict[str, Any]:
         """Describe a session."""
@@ -195,4 +229,5 @@ class SessionService:
         async with deps.locks.hold(session_id):
             meta = await self.owned_meta(owner, session_id)
             await deps.timed("delete", deps.store.delete(session_id))
+            deps.live.release(session_id)
             await deps.forget(session_id, deps.registry.get(meta.model, meta.model_version), meta.created_at)

@@ -61,12 +61,30 @@ class ServerSettings(BaseSettings):
     """Versions of one model name kept loaded after reloads (least recently used old ones go first)."""
     version_idle_seconds: float = Field(3600.0, gt=0)
     """An old (non-current) version unused this long is unloaded (its sessions then get 409)."""
-    session_ttl_seconds: float | None = Field(None, gt=0)
-    """Idle time after which the store forgets a session (None: never)."""
+    session_ttl_seconds: float | None = Field(86400.0, ge=0)
+    """Idle time after which the store forgets a session (default 24 h; 0 or None: never)."""
+    max_sessions: int = Field(10_000, ge=1)
+    """Most live sessions this server process has created (not deleted, not idle past the TTL);
+    ``POST /sessions`` answers 503 ``too_many_sessions`` beyond it (see `server.live_sessions`)."""
+    max_metadata_bytes: int = Field(16 * 1024, ge=2)
+    """Largest session ``metadata`` (as compact UTF-8 JSON) accepted by ``POST /sessions``."""
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """Accepted API keys; empty: no authentication."""
     max_body_bytes: int = Field(1 * MB, ge=64)
     """Largest accepted request body (HTTP) or message (WebSocket)."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request line plus headers of one HTTP request (431 beyond it)."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """Longest a connection may take to send a request's line and headers, counted from the
+    connection's opening or the request's first byte (408, then closed)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """Longest a request's body may take to arrive, counted from the end of its headers (408)."""
+    keep_alive_s: int = Field(5, ge=1)
+    """Idle seconds after which a keep-alive connection is closed."""
+    max_connections: int = Field(2048, ge=1)
+    """Open connections (HTTP and WebSocket) above which new requests get 503."""
+    public_docs: bool = False
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` without an API key even when keys are on."""
     torch_threads: int = Field(1, ge=1)
     """Intra-op threads of every engine worker thread."""
     device: str = "cpu"
@@ -92,6 +110,11 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("session_ttl_seconds")
+    @classmethod
+    def _ttl_never(cls, value: float | None) -> float | None:
+        return value or None
 
     @field_validator("log_level", mode="before")
     @classmethod

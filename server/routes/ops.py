@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.context import ctx
 from server.errors import ApiError
-from server.routes.sessions import errors, owner
+from server.openapi import errors
+from server.routes.sessions import owner
 
 router = APIRouter()
 
@@ -39,7 +40,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
+@router.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready (see Retry-After)"}})
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: every model loaded and warmed up, and the session store reachable."""
     c = ctx(request)
@@ -56,7 +57,12 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics", tags=["ops"])
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition (after the engine statistics of every answered act are in)."""
     c = ctx(request)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -12,6 +11,8 @@ from server.act import parse_act_json
 from server.context import ctx
 from server.errors import ApiError
 from server.limits import arrival_time
+from server.openapi import errors, json_body
+from server.payload import decode_json, validate_body
 from server.schemas import ActBody, ActResponse, CreateSessionBody, SessionInfo
 
 router = APIRouter(tags=["sessions"])
@@ -22,47 +23,19 @@ def owner(request: Request) -> str:
     return ctx(request).auth.owner(request.headers)
 
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": "string"},
-            },
-            "required": ["code", "message"],
-        }
-    },
-}
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for error statuses."""
-    text = {
-        400: "Body is not valid JSON",
-        401: "Missing or invalid API key",
-        404: "Unknown session (or one of another API key)",
-        409: "Step out of order (``expected_step``) or session exists",
-        413: "Body too large",
-        422: "Invalid field or observation",
-        503: "Session store unreachable (see Retry-After)",
-    }
-    return {
-        c: {"description": text.get(c, "Error"), "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-        for c in codes
-    }
-
-
 @router.post(
-    "/sessions", status_code=201, response_model=SessionInfo, responses=errors(401, 404, 409, 413, 422, 503)
+    "/sessions",
+    status_code=201,
+    response_model=SessionInfo,
+    openapi_extra=json_body(CreateSessionBody),
+    responses=errors(400, 401, 404, 408, 409, 413, 422, 503),
 )
-async def create_session(
-    body: CreateSessionBody, request: Request, caller: str = Depends(owner)
-) -> JSONResponse:
+async def create_session(request: Request) -> JSONResponse:
     """Create a session on the current version of a model."""
-    return JSONResponse(await ctx(request).sessions.create(caller, body), status_code=201)
+    c = ctx(request)
+    caller = c.auth.owner(request.headers)
+    body = validate_body(CreateSessionBody, decode_json(await request.body()))
+    return JSONResponse(await c.sessions.create(caller, body), status_code=201)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionInfo, responses=errors(401, 404, 503))
@@ -78,19 +51,11 @@ async def delete_session(session_id: str, request: Request, caller: str = Depend
     return Response(status_code=204)
 
 
-ACT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": ActBody.model_json_schema()}},
-    }
-}
-
-
 @router.post(
     "/sessions/{session_id}/act",
     response_model=ActResponse,
-    openapi_extra=ACT_BODY,
-    responses=errors(400, 401, 404, 409, 413, 422, 503),
+    openapi_extra=json_body(ActBody),
+    responses=errors(400, 401, 404, 408, 409, 413, 422, 503),
 )
 async def act(session_id: str, request: Request) -> JSONResponse:
     """One step: the observation (and the previous action's reward) in, the action out.

@@ -20,6 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from server.act import parse_act
 from server.context import AppContext, ctx
 from server.errors import ApiError
+from server.payload import decode_json, decode_msgpack
 
 log = logging.getLogger("t2mir.server")
 router = APIRouter(tags=["sessions"])
@@ -28,19 +29,11 @@ POLICY_VIOLATION = 1008
 
 
 def decode(data: bytes | str, binary: bool, limit: int) -> Any:
-    """Size-check and decode one frame; raises ApiError 413 / 400."""
+    """Size-check and decode one frame (`server.payload`); raises ApiError 413 / 400."""
     size = len(data.encode() if isinstance(data, str) else data)  # bytes on the wire
     if size > limit:
         raise ApiError(413, "too_large", f"message of {size} bytes exceeds the limit of {limit} bytes")
-    if binary:
-        try:
-            return msgpack.unpackb(data, raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types
-            raise ApiError(400, "invalid_msgpack", "binary frame is not valid msgpack") from exc
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", "text frame is not valid JSON") from exc
+    return decode_msgpack(data) if binary else decode_json(data)  # type: ignore[arg-type]
 
 
 async def _answer(

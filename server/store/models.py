@@ -65,11 +65,26 @@ def as_retention_mode(value: str) -> RetentionMode:
 
 
 def dumps_json(value: Any, field_name: str) -> str:
-    """Compact JSON of ``value``; raise `InvalidRecord` for NaN/inf or non-JSON types."""
+    """Compact JSON of ``value``; raise `InvalidRecord` for NaN/inf, non-JSON types, nesting
+    deeper than Python can encode, or strings that are not valid Unicode (lone surrogates)."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidRecord(f"{field_name} is not finite JSON: {exc}", field=field_name) from exc
+    if "\\ud" in text and _has_lone_surrogate(value):
+        raise InvalidRecord(
+            f"{field_name} holds a lone UTF-16 surrogate (not valid Unicode)", field=field_name
+        )
+    return text
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if a string in ``value`` (keys included) cannot be encoded as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -146,8 +146,10 @@ def assert_error(response, status: int, code: str | None = None, field: str | No
 def test_health_docs_and_models(api):
     assert api.anon.http.get("/healthz").status_code == 200
     assert api.anon.http.get("/readyz").json()["status"] == "ready"
-    assert api.anon.http.get("/docs").status_code == 200
-    paths = api.anon.http.get("/openapi.json").json()["paths"]
+    assert_error(api.anon.http.get("/docs"), 401, "unauthorized")  # keys on: the docs need one too
+    assert_error(api.anon.http.get("/openapi.json"), 401, "unauthorized")
+    assert api.client.http.get("/docs").status_code == 200
+    paths = api.client.http.get("/openapi.json").json()["paths"]
     assert {"/sessions", "/sessions/{session_id}", "/sessions/{session_id}/act", "/models"} <= set(paths)
     assert "requestBody" in paths["/sessions/{session_id}/act"]["post"]
     models = api.client.http.get("/models").json()["models"]
