@@ -38,7 +38,11 @@ class AppContext:
         registry = ModelRegistry(settings, metrics)
         mirror = HistoryMirror(settings.mirror_sessions)
         deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks())
-        metrics.bind(sessions_active=lambda: len(mirror), slots_used=registry.slots_used)
+        metrics.bind(
+            sessions_active=lambda: len(mirror),
+            slots_used=registry.slots_used,
+            queue_depths=registry.queue_depths,
+        )
         sessions, acts = SessionService(deps), ActService(deps)
         return cls(settings, metrics, store, registry, sessions, acts, Authenticator(settings.key_values()))
 
