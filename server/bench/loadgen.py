@@ -94,7 +94,9 @@ RETRY_AFTER_DEFAULT_S = 1.0
 """Wait before resending a shed act whose refusal carried no Retry-After."""
 
 
-async def _act(driver: SessionDriver, backend: Backend, reward: float | None, recorder: Recorder | None) -> Answer:
+async def _act(
+    driver: SessionDriver, backend: Backend, reward: float | None, recorder: Recorder | None
+) -> Answer:
     """The session's next act; a shed act is sent again (same step) after the server's Retry-After,
     as the client library does. Records the answered attempt's latency and every refusal."""
     while True:

@@ -116,7 +116,12 @@ async def audit(drivers: Sequence[SessionDriver], backend: T2MIRBackend) -> dict
 
 
 def overload_row(
-    plan: OverloadPlan, capacity: float, rate: float, recorder: Recorder, wall_s: float, counts: dict[str, int]
+    plan: OverloadPlan,
+    capacity: float,
+    rate: float,
+    recorder: Recorder,
+    wall_s: float,
+    counts: dict[str, int],
 ) -> dict[str, Any]:
     """The JSON row of one overload measurement."""
     attempts = len(recorder.acts) + len(recorder.shed)

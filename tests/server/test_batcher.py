@@ -180,6 +180,7 @@ async def test_evict_runs_on_the_worker_thread_after_running_calls():
     assert engine.evicted == ["a"]
     await batcher.close()
 
+
 def test_call_cost_fits_fixed_and_per_request_cost():
     cost = CallCost()
     assert cost.seconds(8) == 0.0  # nothing measured: nothing is refused

@@ -37,7 +37,6 @@ MARGIN_MS = 600.0
 """Store write, hand-back, serialisation and the client's own reading on 2 busy cores (docstring)."""
 
 
-
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory, redis_server) -> ServerProcess:
     path = tmp_path_factory.mktemp("ckpt") / "overload"
@@ -56,7 +55,9 @@ async def _run(url: str, plan: OverloadPlan) -> dict:
 
         def drivers(n: int, tag: str) -> list[SessionDriver]:
             envs = make_envs("darkroom", n, info.observation_dim, info.max_episode_steps, seed=n)
-            return [SessionDriver(f"overload-{tag}-{i}", env, info.new_history()) for i, env in enumerate(envs)]
+            return [
+                SessionDriver(f"overload-{tag}-{i}", env, info.new_history()) for i, env in enumerate(envs)
+            ]
 
         capacity, paced = drivers(plan.capacity_sessions, "capacity"), drivers(plan.sessions, "paced")
         await create_sessions(capacity + paced, backend)
@@ -72,7 +73,9 @@ def test_four_times_the_capacity_is_shed_not_queued(slow_server: ServerProcess):
         factor=4.0, sessions=64, capacity_sessions=16, duration_s=6.0, warmup_s=0.5, deadline_ms=DEADLINE_MS
     )
     row = asyncio.run(_run(slow_server.url, plan))
-    summary = {k: row[k] for k in ("capacity_acts_per_s", "answered", "shed", "latency_ms", "deadline_path_ms")}
+    summary = {
+        k: row[k] for k in ("capacity_acts_per_s", "answered", "shed", "latency_ms", "deadline_path_ms")
+    }
     assert row["errors"] == 0, row["error_samples"]
     assert row["answered"] > 0 and row["shed"] > 0, summary
     assert row["shed_without_retry_after"] == 0
