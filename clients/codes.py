@@ -72,6 +72,7 @@ ENGINE_ERROR = "engine_error"
 RELOAD_FAILED = "reload_failed"
 STORE_UNAVAILABLE = "store_unavailable"
 SHUTTING_DOWN = "shutting_down"
+OVERLOADED = "overloaded"
 NOT_READY = "not_ready"
 TOO_MANY_SESSIONS = "too_many_sessions"
 UNAVAILABLE = "unavailable"
@@ -119,6 +120,7 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(RELOAD_FAILED, 500, False, "reloading a model failed (the old version still serves)"),
     ErrorCode(STORE_UNAVAILABLE, 503, True, "the session store is unreachable; nothing was applied"),
     ErrorCode(SHUTTING_DOWN, 503, True, "the model version is shutting down; nothing was applied"),
+    ErrorCode(OVERLOADED, 503, True, "the act would miss the server's deadline; nothing was applied"),
     ErrorCode(NOT_READY, 503, True, "readiness: models not loaded yet or store unreachable"),
     ErrorCode(TOO_MANY_SESSIONS, 503, True, "the server holds its maximum of live sessions"),
     ErrorCode(UNAVAILABLE, 503, True, "the service cannot answer now"),

@@ -13,7 +13,8 @@ pass of read -> check -> validate -> run -> append:
    ``expected_step``;
 3. validate against the model (shape, reward rules, episode length) -> 422; a model version not
    loaded here -> 409;
-4. run: ``done`` needs no forward; otherwise the engine picks a_t through the batcher;
+4. run: ``done`` needs no forward; otherwise the engine picks a_t through the batcher, which
+   refuses it under overload (503 ``overloaded`` with ``Retry-After``; see `server.batcher`);
 5. append the record with the answer, fenced on the step and the session's creation time; only
    "appended" commits the mirror. "duplicate" (another replica stored this step first) returns
    the stored answer; "conflict" -> 409; "missing" -> 404; store down -> 503. Whenever the engine
@@ -34,12 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server.batcher import BatcherClosed
+from server.batcher import BatcherClosed, Overloaded
 from server.errors import ApiError
 from server.mirror import MirrorEntry, action_value, advance, close, entry_from_state, obs_tensor, observed
 from server.payload import decode_json, validate_body
@@ -224,7 +226,7 @@ class ActService:
             raise
         model.last_used = time.monotonic()
         entry = read.history(model.discrete)
-        answer = await self._run(session_id, body, meta, model, entry, timings)
+        answer = await self._run(session_id, body, meta, model, entry, timings, t0)
         return await self._append(session_id, meta, model, answer, read.fenced, timings, t0)
 
     def _model(self, meta: SessionMeta) -> LoadedModel:
@@ -245,8 +247,10 @@ class ActService:
         model: LoadedModel,
         entry: MirrorEntry,
         timings: dict[str, float],
+        t0: float,
     ) -> _Answer:
-        """The answer to the act: ``done`` closes the episode, anything else asks the engine."""
+        """The answer to the act: ``done`` closes the episode, anything else asks the engine (whose
+        batcher may shed it: 503 ``overloaded``, nothing stored, engine and mirror untouched)."""
         response: dict[str, Any] = {"session_id": session_id, "step": body.step, "episode": meta.episode}
         if body.done:
             assert body.reward is not None  # the body check requires a reward with done
@@ -265,7 +269,17 @@ class ActService:
         seed = None if sampling_of(meta) == "greedy" else derive_seed(session_id, body.step)
         t_submit = time.perf_counter()
         try:
-            served = await model.batcher.submit(ActRequest((session_id, meta.created_at), history, seed))
+            served = await model.batcher.submit(
+                ActRequest((session_id, meta.created_at), history, seed), arrived=t0
+            )
+        except Overloaded as exc:
+            self.deps.metrics.act_shed(model.name)
+            raise ApiError(
+                503,
+                "overloaded",
+                f"the server is overloaded ({exc}); retry this step",
+                headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+            ) from exc
         except BatcherClosed as exc:
             raise ApiError(
                 503,

@@ -10,6 +10,18 @@ requests are queued, the batch may wait for more, but only until ``max_wait_ms``
 queued request arrived, so a lone request never waits out the window and requests that already
 waited behind a forward do not wait again. A session (request ``key``) appears at most once per
 engine call; a second request for the same key stays queued for the next call, in order.
+
+Overload control: each request has a deadline, ``deadline_ms`` after its arrival in the server
+(``submit``'s ``arrived``; 0 turns deadlines off), by which its engine call should have answered.
+A request is refused with `Overloaded` (the server answers 503 with ``Retry-After``), and the
+engine never runs it:
+
+- at admission, when the queue already holds ``max_queue`` requests, or when the expected wait
+  (`server.call_cost.expected_wait`: the rest of the running call, the full batches queued ahead,
+  then its own call, each costed by the recent engine calls) would end past its deadline;
+- at dispatch, when the call about to start would end past its deadline (the estimate at
+  admission was too low, e.g. after a burst): its answer would be late anyway, and the slot goes
+  to a request that can still make it.
 """
 
 from __future__ import annotations
@@ -18,12 +30,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from server.call_cost import CallCost, expected_wait
 from server.engine_thread import EngineThread, EngineThreadStopped
 
 log = logging.getLogger("t2mir.server")
@@ -71,6 +85,15 @@ class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work."""
 
 
+class Overloaded(RuntimeError):
+    """The request was refused before the engine ran it: its deadline could not be met, or the
+    queue is full. ``retry_after``: seconds after which the queue is expected to take it."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class BatchResult(Generic[ResT]):
     """One request's result and how it was served."""
@@ -86,6 +109,7 @@ class _Item(Generic[ReqT, ResT]):
     request: ReqT
     future: asyncio.Future[BatchResult[ResT]]
     enqueued: float
+    deadline: float  # perf_counter() by which its engine call should have answered (inf: none)
 
 
 def _init_worker(threads: int) -> None:
@@ -115,13 +139,20 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         name: str = "engine",
         torch_threads: int = 1,
         on_output: Callable[[OutT, list[float]], None] | None = None,
+        deadline_ms: float = 0.0,
+        max_queue: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if deadline_ms < 0 or (max_queue is not None and max_queue < 1):
+            raise ValueError("deadline_ms must be >= 0 and max_queue >= 1")
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.name = name
+        self.deadline = deadline_ms / 1000.0
+        self.max_queue = max_queue
+        self.cost = CallCost()
         self._on_output = on_output
         self._worker = EngineThread(f"t2mir-{name}", setup=functools.partial(_init_worker, torch_threads))
         self._queue: deque[_Item[ReqT, ResT]] = deque()
@@ -129,6 +160,7 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._running = 0  # requests inside the current engine call
+        self._running_since = 0.0
         self.calls = 0
 
     # ------------------------------------------------------------------ public API
@@ -143,20 +175,45 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         return len(self._queue) + self._running
 
     @property
+    def queued(self) -> int:
+        """Requests waiting for an engine call (the queue depth)."""
+        return len(self._queue)
+
+    def expected_wait(self, now: float | None = None) -> float:
+        """Seconds until a request queued now would be answered (`server.call_cost.expected_wait`)."""
+        now = time.perf_counter() if now is None else now
+        running_for = now - self._running_since
+        return expected_wait(self.cost, len(self._queue), self.max_batch_size, self._running, running_for)
+
+    @property
     def closed(self) -> bool:
         """True once `close` was called."""
         return self._closing
 
-    async def submit(self, request: ReqT) -> BatchResult[ResT]:
-        """Queue ``request`` (an object with ``.key``) and wait for its result.
+    async def submit(self, request: ReqT, arrived: float | None = None) -> BatchResult[ResT]:
+        """Queue ``request`` (an object with ``.key``) and wait for its result; ``arrived``: the
+        perf_counter() at which it reached the server (default now), where its deadline starts.
 
-        Raises `BatcherClosed` after `close`, or the exception the engine raised for it.
+        Raises `BatcherClosed` after `close`, `Overloaded` when it is shed (module docstring), or
+        the exception the engine raised for it.
         """
         if self._closing:
             raise BatcherClosed(f"{self.name} is shutting down")
+        now = time.perf_counter()
+        if self.max_queue is not None and len(self._queue) >= self.max_queue:
+            raise Overloaded(f"{self.name}: {len(self._queue)} acts queued", self.expected_wait(now))
+        deadline = math.inf
+        if self.deadline > 0:
+            deadline = (now if arrived is None else arrived) + self.deadline
+            wait = self.expected_wait(now)
+            if now + wait > deadline:
+                raise Overloaded(
+                    f"{self.name}: expected wait {wait * 1000:.0f} ms passes the {self.deadline * 1000:.0f} ms deadline",
+                    now + wait - deadline,
+                )
         self.start()
         future: asyncio.Future[BatchResult[ResT]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(request, future, time.perf_counter()))
+        self._queue.append(_Item(request, future, now, deadline))
         self._wakeup.set()
         return await future
 
@@ -229,13 +286,21 @@ class Batcher(Generic[ReqT, ResT, OutT]):
                 return
 
     def _take(self) -> list[_Item[ReqT, ResT]]:
-        """Pop up to max_batch_size items with distinct keys, oldest first; the rest keep order."""
+        """Pop up to max_batch_size items with distinct keys, oldest first; the rest keep order.
+        Items whose deadline falls before the call would end are shed."""
         batch: list[_Item[ReqT, ResT]] = []
         keys: set[Hashable] = set()
         kept: deque[_Item[ReqT, ResT]] = deque()
+        ends = time.perf_counter() + self.cost.seconds(min(len(self._queue), self.max_batch_size))
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by its caller before it ran
+                continue
+            if item.deadline < ends:
+                late = ends - item.deadline
+                item.future.set_exception(
+                    Overloaded(f"{self.name}: the act would be answered {late * 1000:.0f} ms late", late)
+                )
                 continue
             if len(batch) < self.max_batch_size and item.request.key not in keys:
                 keys.add(item.request.key)
@@ -251,6 +316,7 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         start = time.perf_counter()
         waits = [start - item.enqueued for item in batch]
         self._running = len(batch)
+        self._running_since = start
         try:
             outcomes, forward, reports = await self.run_on_worker(
                 self._call, [i.request for i in batch], waits
@@ -258,6 +324,7 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         finally:
             self._running = 0
         self.calls += 1
+        self.cost.observe(len(batch), forward)
         for item, wait, outcome in zip(batch, waits, outcomes, strict=True):
             if item.future.done():
                 continue

@@ -34,6 +34,12 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("--max-batch-size", "max_batch_size", {"type": int, "help": "sessions per engine call (default 64)"}),
     ("--max-wait-ms", "max_wait_ms", {"type": float, "help": "batch window under load (default 2)"}),
+    (
+        "--act-deadline-ms",
+        "act_deadline_ms",
+        {"type": float, "help": "shed acts (503) not expected to be answered in time (default 500; 0: off)"},
+    ),
+    ("--max-queue", "max_queue", {"type": int, "help": "most acts queued per model version (default 1024)"}),
     ("--cache-slots", "cache_slots", {"type": int, "help": "KV-cache slots per model version"}),
     ("--kv-cache-mb", "kv_cache_mb", {"type": float, "help": "KV-cache memory bound per model version"}),
     ("--mirror-sessions", "mirror_sessions", {"type": int, "help": "session histories mirrored in memory"}),

@@ -40,7 +40,11 @@ class AppContext:
         mirror = HistoryMirror(settings.mirror_sessions)
         live = LiveSessions(settings.max_sessions, settings.session_ttl_seconds)
         deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks(), live, settings.max_metadata_bytes)
-        metrics.bind(sessions_active=lambda: len(mirror), slots_used=registry.slots_used)
+        metrics.bind(
+            sessions_active=lambda: len(mirror),
+            slots_used=registry.slots_used,
+            queue_depths=registry.queue_depths,
+        )
         sessions, acts = SessionService(deps), ActService(deps)
         return cls(settings, metrics, store, registry, sessions, acts, Authenticator(settings.key_values()))
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from t2mir_model import (
     EngineOutput,
@@ -52,6 +52,24 @@ class _WithoutCreated:
         for metric in self.registry.collect():  # fresh objects on every collect
             metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
             yield metric
+
+
+class _QueueDepth:
+    """``t2mir_queue_depth{model}``: read from a callback at scrape time (one series per model)."""
+
+    def __init__(self, depths: Callable[[], Mapping[str, int]]) -> None:
+        self.depths = depths
+
+    def collect(self) -> Iterator[Metric]:
+        """The gauge family with the current depths."""
+        family = GaugeMetricFamily("t2mir_queue_depth", "Acts waiting for an engine call", labels=["model"])
+        for model, depth in sorted(self.depths().items()):
+            family.add_metric([model], depth)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (so registering does not call the callback)."""
+        yield GaugeMetricFamily("t2mir_queue_depth", "Acts waiting for an engine call", labels=["model"])
 
 
 class ServerMetrics:
@@ -95,6 +113,9 @@ class ServerMetrics:
         )
         self.router_entropy = Gauge("router_entropy", "Normalised entropy of expert usage", per_layer, **kw)
         self.model_info = Gauge("model_info", "Loaded model versions", ["model", "version", "backbone"], **kw)
+        self.acts_shed = Counter(
+            "acts_shed", "Acts refused with 503 overloaded (deadline or queue bound)", ["model"], **kw
+        )
         self._lock = threading.Lock()
         self._pending: list[tuple[str, list[Sequence[LayerStatistics]]]] = []
         self._usage: dict[tuple[str, int, str], torch.Tensor] = {}
@@ -107,15 +128,23 @@ class ServerMetrics:
         self.drain_routing()
         return generate_latest(_WithoutCreated(self.registry))
 
-    def bind(self, sessions_active: Callable[[], float], slots_used: Callable[[], float]) -> None:
-        """Read the two live gauges from callbacks at scrape time."""
+    def bind(
+        self,
+        sessions_active: Callable[[], float],
+        slots_used: Callable[[], float],
+        queue_depths: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        """Read the live gauges from callbacks at scrape time (``queue_depths``: per model)."""
         self.sessions_active.set_function(sessions_active)
         self.kv_slots_used.set_function(slots_used)
+        if queue_depths is not None:
+            self.registry.register(_QueueDepth(queue_depths))
 
     # ------------------------------------------------------------------ models
     def model_loaded(self, model: str, version: str, backbone: str) -> None:
         """Mark a model version as loaded."""
         self.model_info.labels(model, version, backbone).set(1)
+        self.acts_shed.labels(model)  # the series exists (at 0) before the first shed act
 
     def model_unloaded(self, model: str, version: str, backbone: str) -> None:
         """Remove a model version's info series."""
@@ -128,6 +157,10 @@ class ServerMetrics:
         self.act_requests.labels(str(status)).inc()
         if seconds is not None:
             self.act_latency.observe(seconds)
+
+    def act_shed(self, model: str) -> None:
+        """Count an act refused by overload control."""
+        self.acts_shed.labels(model).inc()
 
     def store_op(self, op: str, seconds: float) -> None:
         """Record one store call's latency."""

@@ -187,6 +187,8 @@ class ModelRegistry:
             name=f"{name}-{version}",
             torch_threads=self.settings.torch_threads,
             on_output=record_output,
+            deadline_ms=self.settings.act_deadline_ms,
+            max_queue=self.settings.max_queue,
         )
         model = LoadedModel(name, version, directory, card, engine, batcher, backbone)
         batcher.start()
@@ -254,6 +256,13 @@ class ModelRegistry:
     def slots_used(self) -> int:
         """KV-cache slots in use over every loaded version."""
         return sum(m.engine.slots_used for m in self._models.values())
+
+    def queue_depths(self) -> dict[str, int]:
+        """Acts waiting for an engine call, per model name (summed over its loaded versions)."""
+        depths: dict[str, int] = {}
+        for m in list(self._models.values()):
+            depths[m.name] = depths.get(m.name, 0) + m.batcher.queued
+        return depths
 
     # ------------------------------------------------------------------ reload
     async def reload(self, name: str) -> tuple[LoadedModel, str]:

@@ -85,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra flag for t2mir serve, e.g. --server-arg=--max-wait-ms=1 (repeatable)")  # fmt: skip
+    parser.add_argument("--overload", type=float, metavar="FACTOR",
+                        help="add the overload row: FACTOR times the measured capacity (e.g. 4)")  # fmt: skip
+    parser.add_argument("--overload-sessions", type=int, default=128,
+                        help="paced sessions of the overload row (default 128)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="t2mir bench", help="title of the run in the report and figures")
     parser.add_argument("--json", help="write the report here")
@@ -120,6 +124,8 @@ def command_line(args: argparse.Namespace) -> str:
     if args.device != "cpu":
         parts += ["--device", args.device]
     parts += [f"--server-arg={a}" for a in args.server_arg]
+    if args.overload:
+        parts += ["--overload", f"{args.overload:g}", "--overload-sessions", str(args.overload_sessions)]
     parts += ["--seed", str(args.seed), "--label", args.label]
     for flag in ("json", "plots", "markdown"):
         if getattr(args, flag):
@@ -128,7 +134,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; returns the exit code (1 if any act failed or the parity check disagreed)."""
+    """Run the benchmark; returns the exit code (1 if any act failed, the parity check disagreed, or
+    the overload row lost or invented a step)."""
     from server.bench.runner import BenchOptions, run_bench
 
     if args.from_json:
@@ -170,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         api_key=os.environ.get("T2MIR_BENCH_API_KEY") or None,
         command=command_line(args),
+        overload=args.overload,
+        overload_sessions=args.overload_sessions,
     )
     try:
         report = run_bench(options)
@@ -192,7 +201,10 @@ def _publish(report: dict[str, Any], args: argparse.Namespace, write_json: bool)
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.markdown:
         write_markdown(report, args.markdown)
-    failed = any(r["errors"] for r in report["runs"]) or bool(
-        report["parity"] and report["parity"]["mismatches"]
+    overload = report.get("overload") or {}
+    failed = (
+        any(r["errors"] for r in report["runs"])
+        or bool(report["parity"] and report["parity"]["mismatches"])
+        or bool(overload.get("errors") or overload.get("lost_steps") or overload.get("phantom_steps"))
     )
     return 1 if failed else 0

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.bench.report import batch_table, breakdown_table, growth_table, load_table, ratio_table
+from server.bench.report import (
+    batch_table,
+    breakdown_table,
+    growth_table,
+    load_table,
+    overload_table,
+    ratio_table,
+)
 
 PREFIX = "benchmarks_"
 BEGIN = "<!-- fixes-that-followed:begin (kept when this file is regenerated) -->"
@@ -146,6 +153,29 @@ def _load(report: dict[str, Any], figs: dict[str, str]) -> list[str]:
     return lines
 
 
+OVERLOAD_TEXT = """\
+Overload control (`server/batcher.py`): each act must be answered by its engine call within the
+act deadline (`--act-deadline-ms`, `T2MIR_ACT_DEADLINE_MS`, default 500 ms) of its arrival. An act
+whose expected wait (the rest of the running engine call, the full batches queued ahead of it and
+its own call, each costed from the recent engine calls) would pass the deadline, or that finds
+`--max-queue` acts queued, is answered 503 `overloaded` with `Retry-After`; so is a queued act whose
+call, about to start, would end past its deadline. Nothing is stored and the engine never runs it:
+the client resends the same step after `Retry-After`. `t2mir_queue_depth{model}` and
+`t2mir_acts_shed_total{model}` show it in `/metrics` and on the dashboard.
+
+The row measures the capacity first (the largest session count acting back to back), then paces
+fresh sessions at the given multiple of it (HTTP); shed acts are resent after `Retry-After`.
+*answered* latencies are the client's, for 200 answers; *deadline-path* is the part the deadline
+bounds (parse, store read, queue wait, forward); the store write, the hand-back and the transport
+come after it. *lost*: acknowledged steps missing from the store afterwards; *phantom*: stored
+steps the client was never answered for. Shed sessions wait at least the 1 s `Retry-After`
+(whole seconds), so fewer acts are answered than the capacity while they wait."""
+
+
+def _overload(row: dict[str, Any]) -> list[str]:
+    return ["## Under overload", "", overload_table(row, markdown=True), "", OVERLOAD_TEXT, ""]
+
+
 def _growth(growth: dict[str, Any], figs: dict[str, str]) -> list[str]:
     pol = growth["policy"]
     lines = ["## Cost growth with context", "",
@@ -167,6 +197,8 @@ def render(report: dict[str, Any], path: Path, existing: str | None = None) -> s
         lines += [f"| {t} | {v} | {ok} |" for t, v, ok in goals] + [""]
     if report["runs"]:
         lines += _load(report, figs)
+    if report.get("overload"):
+        lines += _overload(report["overload"])
     if report.get("growth"):
         lines += _growth(report["growth"], figs)
     lines += ["## Method", "", METHOD_TEXT, ""]

@@ -8,6 +8,7 @@ the observation waiting for an action). Three things drive sessions:
 - `run_phase`: all sessions act as fast as their answers come back, for a warm-up and then a
   measured window; ``probe`` (``/metrics``, CPU) is sampled at the window's two ends, and the
   window counts the acts that *completed* inside it (unbiased throughput in a steady state);
+  an act the server sheds (503 ``overloaded``) is counted and resent after its Retry-After;
 - `parity_check`: one session driven against both servers in lock step, comparing actions.
 
 Drivers are cloned to replay the same sessions (same histories, same env states) on the baseline.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.bench.episodes import Action, ClientHistory, EpisodeEnv
-from server.bench.targets import ActError, Answer
+from server.bench.targets import ActError, Answer, Shed
 
 
 class Backend(Protocol):
@@ -70,29 +71,62 @@ class ActRecord:
 
 
 @dataclass
+class ShedRecord:
+    """One act the server refused as overloaded."""
+
+    end: float
+    """perf_counter() when the refusal arrived."""
+    retry_after: float | None
+    """The server's Retry-After in seconds (None: it sent none)."""
+
+
+@dataclass
 class Recorder:
     """Everything the sessions of one phase observed."""
 
     acts: list[ActRecord] = field(default_factory=list)
     done_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    shed: list[ShedRecord] = field(default_factory=list)
+
+
+RETRY_AFTER_DEFAULT_S = 1.0
+"""Wait before resending a shed act whose refusal carried no Retry-After."""
+
+
+async def _act(
+    driver: SessionDriver, backend: Backend, reward: float | None, recorder: Recorder | None
+) -> Answer:
+    """The session's next act; a shed act is sent again (same step) after the server's Retry-After,
+    as the client library does. Records the answered attempt's latency and every refusal."""
+    while True:
+        start = time.perf_counter()
+        try:
+            answer = await backend.act(driver.session_id, driver.step, driver.history, reward)
+        except Shed as exc:
+            if recorder is not None:
+                recorder.shed.append(ShedRecord(time.perf_counter(), exc.retry_after))
+            wait = RETRY_AFTER_DEFAULT_S if exc.retry_after is None else exc.retry_after
+            await asyncio.sleep(wait)
+            continue
+        end = time.perf_counter()
+        if recorder is not None:
+            recorder.acts.append(ActRecord(end, (end - start) * 1000.0, answer.timings))
+        return answer
 
 
 async def advance(driver: SessionDriver, backend: Backend, recorder: Recorder | None = None) -> Action:
-    """One act of ``driver`` (and the ``done`` message when the env ends the episode)."""
+    """One act of ``driver`` (and the ``done`` message when the env ends the episode); an act the
+    server sheds is resent after its Retry-After."""
     if driver.pending is None:
         driver.pending = (driver.env.reset(), None)
     obs, reward = driver.pending
     driver.history.observe(obs, reward)
-    start = time.perf_counter()
-    answer = await backend.act(driver.session_id, driver.step, driver.history, reward)
-    end = time.perf_counter()
+    answer = await _act(driver, backend, reward, recorder)
     if answer.action is None:
         raise ActError(f"{driver.session_id}: no action at step {driver.step}")
     driver.step += 1
     driver.history.acted(answer.action)
-    if recorder is not None:
-        recorder.acts.append(ActRecord(end, (end - start) * 1000.0, answer.timings))
     next_obs, next_reward, finished = driver.env.step(answer.action)
     if finished:
         start = time.perf_counter()
@@ -132,6 +166,8 @@ class PhaseResult:
     before: dict[str, Any]
     after: dict[str, Any]
     sessions: int
+    shed: int = 0
+    """Acts the server refused as overloaded inside the window (each resent after Retry-After)."""
 
 
 Probe = Callable[[], Awaitable[dict[str, Any]]]
@@ -163,7 +199,10 @@ async def run_phase(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
     acts = [r for r in recorder.acts if t_start <= r.end <= t_end]
-    return PhaseResult(t_end - t_start, acts, recorder.done_ms, recorder.errors, before, after, len(drivers))
+    shed = sum(1 for r in recorder.shed if t_start <= r.end <= t_end)
+    return PhaseResult(
+        t_end - t_start, acts, recorder.done_ms, recorder.errors, before, after, len(drivers), shed
+    )
 
 
 @dataclass

@@ -6,12 +6,16 @@ JSON layout (``schema: "t2mir-bench/1"``)::
      config: {checkpoint, model, env, transports, store, sessions, duration_s, warmup_s,
               prefill_episodes, torch_threads, server_args, baseline},
      parity: {acts, mismatches, first_mismatch} | null,
-     runs: [{target, transport, sessions, duration_s, acts, acts_per_s, done_calls, errors,
+     runs: [{target, transport, sessions, duration_s, acts, acts_per_s, done_calls, errors, shed,
              error_samples, latency_ms: {p50, p95, p99, mean, max},
              server_timings_ms: {part: {mean, p50}}, cpu_percent: {server, redis, loadgen},
              engine_calls, batch: {mean, histogram: [{sizes, calls}]} | null,
              cache: {hits, misses, hit_rate} | null}],
      ratios: [{transport, sessions, throughput_ratio, p50_latency_ratio}],
+     overload: {factor, deadline_ms, capacity_sessions, capacity_acts_per_s, sessions, rate_per_session,
+                offered_acts_per_s, duration_s, answered, answered_acts_per_s, latency_ms,
+                server_total_ms, deadline_path_ms, shed, shed_rate, shed_without_retry_after, errors,
+                error_samples, acknowledged_steps, stored_steps, lost_steps, phantom_steps} | null,
      growth: {policy, repeats, batch, rows: [{episodes, context_steps, context_tokens, cached_ms,
               full_ms, speedup, cached_growth, full_growth, context_growth}],
               cached_at_most_linear} | null,
@@ -38,6 +42,7 @@ REPORT_KEYS = (
     "parity",
     "runs",
     "ratios",
+    "overload",
     "growth",
     "plots",
 )
@@ -50,6 +55,7 @@ RUN_KEYS = (
     "acts_per_s",
     "done_calls",
     "errors",
+    "shed",
     "latency_ms",
     "server_timings_ms",
     "cpu_percent",
@@ -168,6 +174,30 @@ def ratio_table(ratios: Sequence[dict[str, Any]], markdown: bool = False) -> str
     return table(headers, rows, markdown)
 
 
+def overload_table(row: dict[str, Any], markdown: bool = False) -> str:
+    """The overload row: capacity, offered load, answered latency, shed acts, the step audit."""
+    headers = ["load", "deadline ms", "capacity acts/s", "sessions", "offered acts/s", "answered acts/s",
+               "answered p50 ms", "answered p99 ms", "deadline-path p99 ms", "shed", "acknowledged steps",
+               "lost", "phantom"]  # fmt: skip
+    lat, path = row["latency_ms"], row["deadline_path_ms"]
+    cells = [
+        f"{row['factor']:g}x",
+        "server default" if row["deadline_ms"] is None else f"{row['deadline_ms']:g}",
+        f"{row['capacity_acts_per_s']:,.0f}",
+        row["sessions"],
+        f"{row['offered_acts_per_s']:,.0f}",
+        f"{row['answered_acts_per_s']:,.0f}",
+        lat["p50"],
+        lat["p99"],
+        path["p99"],
+        f"{row['shed']} ({_pct(row['shed_rate'])})",
+        row["acknowledged_steps"],
+        row["lost_steps"],
+        row["phantom_steps"],
+    ]
+    return table(headers, [cells], markdown)
+
+
 BREAKDOWN_PARTS = (
     "parse",
     "store_read",
@@ -245,5 +275,7 @@ def print_report(report: dict[str, Any]) -> None:
             print("\n" + batch_table(report["runs"]))
     if report["ratios"]:
         print("\n" + ratio_table(report["ratios"]))
+    if report.get("overload"):
+        print("\nunder overload\n" + overload_table(report["overload"]))
     if report["growth"] is not None:
         print("\ncost growth with context (batch 1)\n" + growth_table(report["growth"]))

@@ -4,7 +4,8 @@ Order: (1) start redis-server (``--store redis`` without a URL), the t2mir serve
 (their start-ups overlap); (2) parity check: one greedy session on both servers in lock step;
 (3) for each session count: for each transport, fresh t2mir sessions are prefilled and measured,
 then the same sessions (cloned from the first transport's prefill) are measured on the baseline;
-(4) stop every process; (5) cost growth in this process, with nothing else of ours running.
+(4) with ``overload``, the overload row on fresh sessions over HTTP (`server.bench.overload`);
+(5) stop every process; (6) cost growth in this process, with nothing else of ours running.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from server.bench import processes
 from server.bench.episodes import check_env, make_envs
 from server.bench.growth import growth_config, growth_report, measure_growth
 from server.bench.loadgen import Probe, SessionDriver, parity_check, prefill, run_phase
+from server.bench.overload import OverloadPlan, create_sessions, run_overload
 from server.bench.report import SCHEMA, machine_info
 from server.bench.stats import ratios, scrape, summarise
 from server.bench.targets import BaselineBackend, ModelInfo, T2MIRBackend, fetch_model_info, new_http
@@ -58,6 +60,10 @@ class BenchOptions:
     seed: int = 0
     api_key: str | None = None
     command: str = "t2mir bench"
+    overload: float | None = None
+    """Offered load over the measured capacity of the overload row (None: no overload row)."""
+    overload_sessions: int = 128
+    """Paced sessions of the overload row (its capacity phase uses the largest ``sessions``)."""
 
 
 @dataclass
@@ -200,9 +206,46 @@ async def _measure_baseline(
     return row
 
 
+def deadline_of(server_args: list[str]) -> float | None:
+    """The ``--act-deadline-ms`` among the server's extra flags (None: the server's default)."""
+    for i, arg in enumerate(server_args):
+        if arg.startswith("--act-deadline-ms="):
+            return float(arg.split("=", 1)[1])
+        if arg == "--act-deadline-ms" and i + 1 < len(server_args):
+            return float(server_args[i + 1])
+    return None
+
+
+async def _overload(options: BenchOptions, svc: Services, info: ModelInfo, tag: str) -> dict[str, Any]:
+    """The overload row on fresh sessions (HTTP)."""
+    assert options.overload is not None
+    plan = OverloadPlan(
+        factor=options.overload,
+        sessions=options.overload_sessions,
+        capacity_sessions=max(options.sessions),
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        deadline_ms=deadline_of(options.server_args),
+    )
+    async with new_http(plan.sessions + plan.capacity_sessions, options.api_key) as http:
+        backend = T2MIRBackend(http, svc.server_url)
+        capacity = _drivers(options, info, plan.capacity_sessions, f"{tag}-capacity", options.seed + 1)
+        paced = _drivers(options, info, plan.sessions, f"{tag}-overload", options.seed + 2)
+        await create_sessions(capacity + paced, backend)
+        row = await run_overload(plan, backend, capacity, paced, options.seed)
+        await asyncio.gather(
+            *(backend.delete(d.session_id) for d in capacity + paced), return_exceptions=True
+        )
+    _say(
+        f"overload x{plan.factor:g}: capacity {row['capacity_acts_per_s']:.0f} acts/s, answered p99 "
+        f"{row['latency_ms']['p99'] or 0:.0f} ms, shed {row['shed_rate']:.0%}, lost {row['lost_steps']}"
+    )
+    return row
+
+
 async def _load(
     options: BenchOptions, svc: Services
-) -> tuple[ModelInfo, dict[str, Any] | None, list[dict[str, Any]]]:
+) -> tuple[ModelInfo, dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
     """Parity check, then every (session count, transport) on t2mir and each session count on the baseline."""
     tag = uuid.uuid4().hex[:6]
     async with new_http(1, options.api_key) as http:
@@ -220,7 +263,8 @@ async def _load(
             replay = replay or prefilled
         if svc.baseline_url and replay:
             runs.append(await _measure_baseline(options, svc, replay))
-    return info, parity, runs
+    overload = await _overload(options, svc, info, tag) if options.overload else None
+    return info, parity, runs, overload
 
 
 def _plain_probe(pids: dict[str, int | None]) -> Probe:
@@ -235,7 +279,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     machine = machine_info(options.device)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     with services(options) as svc:
-        info, parity, runs = asyncio.run(_load(options, svc))
+        info, parity, runs, overload = asyncio.run(_load(options, svc))
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     growth = None
     if options.context_episodes:
@@ -288,6 +332,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "parity": parity,
         "runs": runs,
         "ratios": ratios(runs),
+        "overload": overload,
         "growth": growth,
         "plots": {},
     }

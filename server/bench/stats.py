@@ -174,6 +174,7 @@ def summarise(phase: PhaseResult, target: str, transport: str) -> dict[str, Any]
         "acts_per_s": len(phase.acts) / phase.duration_s if phase.duration_s > 0 else 0.0,
         "done_calls": len(phase.done_ms),
         "errors": len(phase.errors),
+        "shed": phase.shed,
         "error_samples": phase.errors[:3],
         "latency_ms": percentiles(latencies),
         "server_timings_ms": breakdown(phase.acts, PARTS[target]),

@@ -24,6 +24,34 @@ class ActError(RuntimeError):
     """A server answered an act with an error (or the connection failed)."""
 
 
+class Shed(ActError):
+    """The server refused the act as overloaded (503 ``overloaded``): nothing was stored, and the
+    same step may be sent again after ``retry_after`` seconds (None: the answer carried none)."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+OVERLOADED = "overloaded"
+
+
+def _error_code(raw: bytes | str) -> str | None:
+    """The ``error.code`` of an error body (None if it has none)."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the load generator needs to know about the served model."""
@@ -62,7 +90,10 @@ async def _post(http: aiohttp.ClientSession, url: str, body: Any, expect: int = 
     async with http.post(url, data=_dumps(body), headers=JSON_HEADERS) as response:
         raw = await response.read()
         if response.status != expect:
-            raise ActError(f"POST {url} -> {response.status}: {raw[:300].decode(errors='replace')}")
+            message = f"POST {url} -> {response.status}: {raw[:300].decode(errors='replace')}"
+            if response.status == 503 and _error_code(raw) == OVERLOADED:
+                raise Shed(message, _seconds(response.headers.get("Retry-After")))
+            raise ActError(message)
     return json.loads(raw)
 
 
@@ -125,7 +156,10 @@ class T2MIRBackend:
             raise ActError(f"websocket of {session_id}: unexpected {message.type!r}")
         answer = json.loads(message.data)
         if "error" in answer:
-            raise ActError(f"websocket act of {session_id}: {answer['error']}")
+            message = f"websocket act of {session_id}: {answer['error']}"
+            if answer.get("status") == 503 and answer["error"].get("code") == OVERLOADED:
+                raise Shed(message, _seconds(answer.get("retry_after")))
+            raise ActError(message)
         return answer
 
     async def act(self, session_id: str, step: int, history: ClientHistory, reward: float | None) -> Answer:
@@ -142,6 +176,13 @@ class T2MIRBackend:
             session_id, {"step": step, "observation": obs, "reward": reward, "done": True}
         )
         return Answer(None, answer["timings"])
+
+    async def stored_step(self, session_id: str) -> int:
+        """The session's next step as the server stores it (``GET /sessions/{id}``)."""
+        async with self.http.get(f"{self.base_url}/sessions/{session_id}") as response:
+            if response.status != 200:
+                raise ActError(f"GET /sessions/{session_id} -> {response.status}")
+            return int((await response.json())["step"])
 
     async def delete(self, session_id: str) -> None:
         """Close the socket (if any) and delete the session."""

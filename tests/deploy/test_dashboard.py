@@ -31,6 +31,8 @@ REQUIRED_PANELS = {
     "Store latency": "t2mir_store_latency_seconds_bucket",
     "Episode returns": "t2mir_episode_return_bucket",
     "Act requests by status": "t2mir_act_requests_total",
+    "Queue depth": "t2mir_queue_depth",
+    "Acts shed": "t2mir_acts_shed_total",
 }
 
 
@@ -90,6 +92,9 @@ def test_dashboard_has_the_promised_panels(dashboard):
     token = next(p for p in panels if p["title"].startswith("Token-router expert use"))
     assert token.get("repeat") == "layer", "one token-router panel per MoE layer"
     assert "by (modality, expert)" in token["targets"][0]["expr"]
+    for fragment in ("Queue depth", "Acts shed"):
+        overload = next(p for p in panels if fragment in p["title"])
+        assert "by (model" in overload["targets"][0]["expr"], f"{fragment!r} is per model"
 
 
 def test_dashboard_variables(dashboard):

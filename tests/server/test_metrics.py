@@ -26,6 +26,8 @@ DESIGN_NAMES = {
     "t2mir_router_load_cv",
     "t2mir_router_entropy",
     "t2mir_model_info",
+    "t2mir_queue_depth",
+    "t2mir_acts_shed",
 }
 
 
@@ -51,8 +53,9 @@ def engine_output(steps: int = 3):
 
 def test_exposition_has_exactly_the_design_names():
     metrics = ServerMetrics()
-    metrics.bind(sessions_active=lambda: 3, slots_used=lambda: 2)
+    metrics.bind(sessions_active=lambda: 3, slots_used=lambda: 2, queue_depths=lambda: {"m": 5})
     metrics.model_loaded("m", "1", "ad")
+    metrics.act_shed("m")
     metrics.act_done(200, 0.004)
     metrics.act_done(409, 0.001)
     metrics.store_op("append", 0.0003)
@@ -69,6 +72,9 @@ def test_exposition_has_exactly_the_design_names():
     hits = [s.value for s in found["t2mir_kv_cache_hits"] if s.name.endswith("_total")]
     misses = [s.value for s in found["t2mir_kv_cache_misses"] if s.name.endswith("_total")]
     assert hits == [4.0] and misses == [2.0]  # 2 sessions: one rebuild each, then incremental
+    assert [(s.labels, s.value) for s in found["t2mir_queue_depth"]] == [({"model": "m"}, 5.0)]
+    shed = [(s.labels, s.value) for s in found["t2mir_acts_shed"] if s.name.endswith("_total")]
+    assert shed == [({"model": "m"}, 1.0)]
 
 
 def test_expert_counters_match_routing_and_labels_are_bounded():
