@@ -156,10 +156,10 @@ class T2MIRBackend:
             raise ActError(f"websocket of {session_id}: unexpected {message.type!r}")
         answer = json.loads(message.data)
         if "error" in answer:
-            message = f"websocket act of {session_id}: {answer['error']}"
+            text = f"websocket act of {session_id}: {answer['error']}"
             if answer.get("status") == 503 and answer["error"].get("code") == OVERLOADED:
-                raise Shed(message, _seconds(answer.get("retry_after")))
-            raise ActError(message)
+                raise Shed(text, _seconds(answer.get("retry_after")))
+            raise ActError(text)
         return answer
 
     async def act(self, session_id: str, step: int, history: ClientHistory, reward: float | None) -> Answer:
