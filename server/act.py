@@ -56,7 +56,7 @@ from server.store import (
     episode_return_after,
     meta_after_append,
 )
-from t2mir_model import ActRequest, explore
+from t2mir_model import explore
 
 log = logging.getLogger("t2mir.server")
 
@@ -83,7 +83,7 @@ def parse_act_json(raw: bytes | str) -> ActBody:
 def validate_act(body: ActBody, meta: SessionMeta, model: LoadedModel) -> None:
     """Model- and episode-dependent checks; raises ApiError 422."""
     config = model.config
-    dim = config.observation.dim
+    dim = model.family.observation_dim(meta)
     if len(body.observation) != dim:
         raise ApiError(
             422,
@@ -275,7 +275,8 @@ class ActService:
         seed = None if sampling_of(meta) == "greedy" else derive_seed(session_id, body.step)
         t_submit = time.perf_counter()
         try:
-            served = await model.batcher.submit(ActRequest((session_id, meta.created_at), history, seed))
+            request = model.family.request((session_id, meta.created_at), history, seed, meta)
+            served = await model.batcher.submit(request)
         except BatcherClosed as exc:
             raise ApiError(
                 503,
@@ -294,7 +295,9 @@ class ActService:
         action = served.result.action
         noise = action_noise_of(meta)
         if noise > 0:
-            action = explore(action, model.config.action, noise, derive_seed(session_id, body.step))
+            action = explore(
+                action, model.family.action_spec(meta), noise, derive_seed(session_id, body.step)
+            )
         value = action_value(action)
         response["action"] = value
         record = StepRecord(body.step, body.observation, body.reward, value, False)

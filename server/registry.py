@@ -22,15 +22,15 @@ import torch
 
 from server.batcher import Batcher
 from server.errors import ApiError
+from server.families import SessionFamily, session_family
 from server.metrics import ServerMetrics
 from server.settings import MB, ServerSettings
 from server.store import Retention
 from t2mir_model import (
-    ActRequest,
+    ActionSpec,
     EngineOptions,
     PolicyEngine,
     ServedConfig,
-    SessionHistory,
     card_action_noise,
     load_engine,
     read_card,
@@ -40,8 +40,12 @@ log = logging.getLogger("t2mir.server")
 
 
 def action_spec(config: ServedConfig) -> dict[str, Any]:
-    """The action space as clients see it."""
-    a = config.action
+    """The model's action space as clients see it."""
+    return describe_action(config.action)
+
+
+def describe_action(a: ActionSpec) -> dict[str, Any]:
+    """An action space as clients see it."""
     if a.is_discrete:
         return {"kind": "discrete", "n": a.n}
     return {"kind": "continuous", "dim": a.dim, "low": list(a.low or ()), "high": list(a.high or ())}
@@ -62,6 +66,8 @@ class LoadedModel:
     card: dict[str, Any]
     engine: PolicyEngine
     batcher: Batcher
+    family: SessionFamily
+    """How this model's sessions differ by model family (create options, act requests)."""
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     ready: bool = False
@@ -103,11 +109,13 @@ class LoadedModel:
             "cache_slots": self.engine.num_slots,
             "ready": self.ready,
             "loaded_at": self.loaded_at,
+            **self.family.describe_model(),
         }
 
 
-def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], PolicyEngine]:
-    """Worker thread: load the checkpoint's engine (whatever its model family) and its card."""
+def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], PolicyEngine, SessionFamily]:
+    """Worker thread: load the checkpoint's engine (whatever its model family), its card and its
+    family's session behaviour."""
     torch.set_num_threads(settings.torch_threads)
     options = EngineOptions(
         device=settings.device,
@@ -117,23 +125,8 @@ def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], Po
         compile_step=settings.compile_step,
     )
     engine = load_engine(directory, options)
-    return read_card(directory), engine
-
-
-def _warm_up(engine: PolicyEngine) -> None:
-    """Worker thread: run a throw-away rebuild and an incremental step so the first act is not slow."""
-    config = engine.config
-    history = SessionHistory()
-    history.observe(torch.zeros(config.observation.dim))
-    key = ("__warmup__",)
-    engine.act([ActRequest(key, history)])
-    example = (
-        torch.zeros((), dtype=torch.long) if config.action.is_discrete else torch.zeros(config.action.width)
-    )
-    if config.max_episode_steps > 1:
-        history.observe(torch.zeros(config.observation.dim), 0.0, example)
-        engine.act([ActRequest(key, history)])
-    engine.evict(key)
+    card = read_card(directory)
+    return card, engine, session_family(directory, engine, card)
 
 
 class ModelRegistry:
@@ -164,7 +157,7 @@ class ModelRegistry:
             )
 
     async def _load(self, directory: Path) -> LoadedModel:
-        card, engine = await asyncio.to_thread(_read, directory, self.settings)
+        card, engine, family = await asyncio.to_thread(_read, directory, self.settings)
         name = str(card.get("name") or directory.resolve().name)
         version = str(card.get("version") or "1")
         batch = min(self.settings.max_batch_size, engine.num_slots)
@@ -176,9 +169,9 @@ class ModelRegistry:
             torch_threads=self.settings.torch_threads,
             on_output=lambda out, waits, n=name: self.metrics.record_engine_output(n, out, waits),
         )
-        model = LoadedModel(name, version, directory, card, engine, batcher)
+        model = LoadedModel(name, version, directory, card, engine, batcher, family)
         batcher.start()
-        await batcher.run_on_worker(_warm_up, engine)
+        await batcher.run_on_worker(family.warm_up, engine)
         model.ready = True
         log.info(
             "model loaded",
