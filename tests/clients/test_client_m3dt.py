@@ -117,3 +117,23 @@ def test_cli_runs_a_metaworld_task_on_an_m3dt_session(m3dt_server, capsys):
     assert code == 0, err
     assert re.search(r"episode +1 +return +\S+ +steps 150", out), out
     assert "env t2mir/MT50-v0 reach-v3" in out and "1 episodes: mean return" in out
+
+
+def test_demo_drives_the_shipped_metaworld_tasks_of_an_m3dt_checkpoint(m3dt_server, capsys):
+    import argparse
+
+    from clients import demo
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    checkpoint = m3dt_server.checkpoints[0]
+    assert (
+        demo.run(parser.parse_args(["--checkpoint", checkpoint, "--m3dt", "--tasks", "3", "--episodes", "1"]))
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "serving m3dt-test (M3DT-4," in out
+    assert "t2mir/MT50-v0: 1 tasks on held-out goals" in out  # reach-v3; point-robot-00 is no Meta-World task
+    table = out[out.index("episode  ") :].splitlines()
+    assert table[0].split()[1] == "reach-v3" and table[1].split()[0] == "1"
+    assert "soft router  L0 top expert:" in out and "soft router  L1 top expert:" in out
