@@ -2,13 +2,13 @@
 
 A session names its task prompt at creation: one shipped with the checkpoint (``"task":
 "reach-v3"``) or one the client sends (``"prompt": {"obs", "actions", "returns_to_go",
-"timesteps"}``), and a target return (for a shipped task it defaults to the card's
-``target_returns[task]``, else to the largest return-to-go of the task's shipped prompt; with a
-sent prompt it is required). The session's metadata stores ``{"m3dt": {"task" | "prompt",
-"target_return"}}``: a task name, or a sent prompt of at most the model's ``prompt_steps`` rows of
-its padded widths, so the stored metadata stays small. Every act's observation has the prompt's
-observation width, every answer the prompt's action width; the engine computes the
-returns-to-go from the target return and the session's stored rewards.
+"timesteps"}``), and a target return. For a shipped task the target defaults to the card's
+``targets[task]`` (what `t2mir train` writes), else to the largest return-to-go of the task's
+shipped prompt; with a sent prompt it is required. The session's metadata stores ``{"m3dt":
+{"task" | "prompt", "target_return"}}``: a task name, or a sent prompt of at most the model's
+``prompt_steps`` rows of its padded widths, so the stored metadata stays small. Every act's
+observation has the prompt's observation width, every answer the prompt's action width; the engine
+computes the returns-to-go from the target return and the session's stored rewards.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ TASKS_LISTED = 20
 
 
 def default_target_returns(card: Mapping[str, Any], prompts: Mapping[str, TaskPrompt]) -> dict[str, float]:
-    """Task name -> default target return: the card's ``target_returns`` entry, else the largest
+    """Task name -> default target return: the card's ``targets`` entry, else the largest
     return-to-go of the task's shipped prompt (the demonstration's return from its first step)."""
-    declared = card.get("target_returns")
+    declared = card.get("targets")
     declared = declared if isinstance(declared, Mapping) else {}
     return {
         name: float(declared.get(name, float(prompt.returns_to_go.max()))) for name, prompt in prompts.items()

@@ -171,6 +171,6 @@ def write_m3dt_checkpoint(
     torch.manual_seed(seed)
     policy = M3DTPolicy(tiny_m3dt_config(**overrides)).eval()
     prompts = {task: m3dt_prompt(*widths, seed=i) for i, (task, widths) in enumerate(M3DT_TASKS.items())}
-    card = {"name": name, "version": version, "target_returns": {"reach-v3": 7.5}}
+    card = {"name": name, "version": version, "targets": {"reach-v3": 7.5}}
     policy.save_pretrained(directory, card=card, prompts=prompts)
     return directory
