@@ -2,11 +2,16 @@
 
     t2mir-client run --server http://localhost:8000 --env t2mir/DarkRoom-v0 --task test:3 --episodes 20
 
+    t2mir-client run --server http://localhost:8000 --env t2mir/MT50-v0 --task reach-v3 \
+        --model m3dt --prompt-task reach-v3 --episodes 10
+
 prints one line per episode (with a tqdm progress bar on stderr) and a summary. Envs are built by
 `clients.gym_shim.make_env` (``gymnasium.make`` after loading the ``gymnasium.envs`` entry points
 of the id's namespace): ``t2mir/...`` ids are the project's benchmarks, which take a task name
-(``--task test:3``) of the task split ``--split-seed``. The API key may also come from
-``T2MIR_API_KEY``.
+(``--task test:3``) of the task split ``--split-seed``; ``t2mir/MT50-v0`` takes a Meta-World task
+name (``--task reach-v3``). M3DT models need the session's task prompt: ``--prompt-task`` names
+one shipped with the model (and ``--target-return`` overrides its default). The API key may also
+come from ``T2MIR_API_KEY``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 from clients.errors import T2MIRClientError
 
 PROJECT_PREFIX = "t2mir/"
+DEFAULT_TASKS = {"t2mir/MT50-v0": "reach-v3"}
+"""Default ``--task`` of project ids whose tasks are not split names (the others: test:0)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="drive a gymnasium env through a session, episode after episode")
     run.add_argument("--server", required=True, help="server root URL, e.g. http://localhost:8000")
     run.add_argument("--env", required=True, help="gymnasium id (t2mir/DarkRoom-v0 or any registered id)")
-    run.add_argument("--task", default=None, help="task of a t2mir/ env: train:K or test:K (default test:0)")
+    run.add_argument(
+        "--task",
+        default=None,
+        help="task of a t2mir/ env: train:K or test:K (default test:0); t2mir/MT50-v0: a Meta-World name",
+    )
     run.add_argument("--split-seed", type=int, default=0, help="seed of the t2mir/ task split (default 0)")
     run.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
     run.add_argument("--api-key", default=os.environ.get("T2MIR_API_KEY"), help="API key (env T2MIR_API_KEY)")
@@ -42,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="exploration noise of continuous actions (default: model's)",
+    )
+    run.add_argument(
+        "--prompt-task",
+        default=None,
+        help="M3DT models: the shipped task prompt of the session, e.g. reach-v3",
+    )
+    run.add_argument(
+        "--target-return", type=float, default=None, help="M3DT models: target return (default: the model's)"
     )
     run.add_argument("--seed", type=int, default=None, help="seed of the env's first reset")
     run.add_argument("--timeout", type=float, default=10.0, help="seconds per request attempt (default 10)")
@@ -61,7 +80,9 @@ def make_env(env_id: str, task: str | None, split_seed: int = 0) -> tuple[Any, s
     project = env_id.startswith(PROJECT_PREFIX)
     if task is not None and not project:
         raise SystemExit(f"--task applies to {PROJECT_PREFIX}* envs only, not {env_id}")
-    kwargs = {"task": task or "test:0", "split_seed": split_seed} if project else {}
+    kwargs = (
+        {"task": task or DEFAULT_TASKS.get(env_id, "test:0"), "split_seed": split_seed} if project else {}
+    )
     hint = " (pip install 't2mir[envs]')" if project else ""
     try:
         import gymnasium
@@ -74,7 +95,7 @@ def make_env(env_id: str, task: str | None, split_seed: int = 0) -> tuple[Any, s
     if not project:
         return env, ""
     spec = env.unwrapped.task
-    return env, f"{spec.name} {spec.params}"
+    return env, f"{spec.name} {getattr(spec, 'params', '')}".rstrip()
 
 
 def summarize(returns: Sequence[float]) -> str:
@@ -108,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
                 model=args.model,
                 sampling="greedy" if args.greedy else None,
                 action_noise=args.action_noise,
+                task=args.prompt_task,
+                target_return=args.target_return,
                 websocket=args.ws,
                 encoding=args.encoding,
             )

@@ -46,6 +46,7 @@ FORBIDDEN = "forbidden"
 NOT_FOUND = "not_found"
 SESSION_NOT_FOUND = "session_not_found"
 UNKNOWN_MODEL = "unknown_model"
+UNKNOWN_TASK = "unknown_task"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 TIMEOUT = "timeout"
 HEADER_TIMEOUT = "header_timeout"
@@ -64,6 +65,7 @@ MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"
 INVALID_OBSERVATION = "invalid_observation"
 INVALID_REWARD = "invalid_reward"
+UNSUPPORTED_OPTION = "unsupported_option"
 EPISODE_TOO_LONG = "episode_too_long"
 METADATA_TOO_LARGE = "metadata_too_large"
 TOO_MANY_REQUESTS = "too_many_requests"
@@ -90,6 +92,7 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(NOT_FOUND, 404, False, "no such route"),
     ErrorCode(SESSION_NOT_FOUND, 404, False, "no such session (or it belongs to another API key)"),
     ErrorCode(UNKNOWN_MODEL, 404, False, "the named model is not loaded"),
+    ErrorCode(UNKNOWN_TASK, 404, False, "the model ships no task prompt of that name (`field`: task)"),
     ErrorCode(
         METHOD_NOT_ALLOWED, 405, False, "the route does not take this method; `Allow` lists those it takes"
     ),
@@ -112,6 +115,9 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(INVALID_FIELD, 422, False, "a field (`field`) has a wrong type or value"),
     ErrorCode(INVALID_OBSERVATION, 422, False, "the observation has the wrong size or a bad value"),
     ErrorCode(INVALID_REWARD, 422, False, "the reward is bad, or sent at an episode's first step"),
+    ErrorCode(
+        UNSUPPORTED_OPTION, 422, False, "a create option (`field`) that the model's family does not take"
+    ),
     ErrorCode(EPISODE_TOO_LONG, 422, False, "the episode reached max_episode_steps; send done=true"),
     ErrorCode(METADATA_TOO_LARGE, 422, False, "the session metadata is over the size limit"),
     ErrorCode(TOO_MANY_REQUESTS, 429, True, "rate limited; retry later"),

@@ -4,7 +4,9 @@ A client-side program: it starts ``t2mir serve`` as a separate process on a free
 with the embedded in-process session store, waits until the server is ready, drives every task
 as a separate client session in its own thread (so the server batches them) through the
 gymnasium shim, prints the returns episode by episode as the agents improve in context and a
-summary of expert use read from ``/metrics``, and stops the server. The environments come from
+summary of expert use read from ``/metrics``, and stops the server. With ``--m3dt`` the checkpoint
+is an M3DT one: every session names one of its shipped Meta-World task prompts and drives that task
+on ``t2mir/MT50-v0``. The environments come from
 the ``gymnasium.envs`` entry points (`clients.gym_shim.make_env`); the server, its dependencies
 and the environments' must be installed (``pip install 't2mir[client,envs,server]'``).
 """
@@ -43,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=6, help="held-out tasks, one client session each")
     parser.add_argument("--episodes", type=int, default=8, help="in-context episodes per task")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--m3dt",
+        action="store_true",
+        help="--checkpoint is an M3DT one: drive its shipped Meta-World tasks on t2mir/MT50-v0",
+    )
+
+
+MT50_ENV = "t2mir/MT50-v0"
+"""The env of an M3DT demo: one Meta-World MT50 task (its name is the session's task prompt)."""
 
 
 def _free_port() -> int:
@@ -90,20 +101,32 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
 
 
 def _drive(
-    url: str, env: Any, task_name: str, episodes: int, seed: int, on_episode: Callable[[EpisodeReport], None]
+    url: str,
+    env: Any,
+    task_name: str,
+    episodes: int,
+    seed: int,
+    on_episode: Callable[[EpisodeReport], None],
+    m3dt: bool = False,
 ) -> list[float]:
     with T2MIRClient(url) as client:
         # a fixed session id fixes the server's action sampling seeds: the demo prints the same every run
-        session = Session.create(client, session_id=f"demo-{task_name.replace(':', '-')}-seed{seed}")
+        session = Session.create(
+            client,
+            session_id=f"demo-{task_name.replace(':', '-')}-seed{seed}",
+            task=task_name if m3dt else None,
+        )
         return run_episodes(client, env, episodes, session=session, on_episode=on_episode, seed=seed)
 
 
 def expert_use_summary(metrics_text: str) -> list[str]:
-    """Lines describing token-router use by modality and task-router weights from a /metrics scrape."""
+    """Lines describing token-router use by modality, task-router weights and soft-router (M3DT)
+    top-expert shares from a /metrics scrape."""
     from prometheus_client.parser import text_string_to_metric_families
 
     token: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     task: dict[str, dict[str, float]] = defaultdict(dict)
+    soft: dict[str, dict[str, float]] = defaultdict(dict)
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
             labels = sample.labels
@@ -111,11 +134,14 @@ def expert_use_summary(metrics_text: str) -> list[str]:
                 token[(labels["layer"], labels["modality"])][labels["expert"]] = sample.value
             elif sample.name == "t2mir_task_expert_weight_total":
                 task[labels["layer"]][labels["expert"]] = sample.value
+            elif sample.name == "t2mir_expert_top_total":
+                soft[labels["layer"]][labels["expert"]] = sample.value
     lines = [
         f"token router L{layer} {modality}: {_shares(counts)}"
         for (layer, modality), counts in sorted(token.items())
     ]
     lines += [f"task router  L{layer}: {_shares(weights)}" for layer, weights in sorted(task.items())]
+    lines += [f"soft router  L{layer} top expert: {_shares(top)}" for layer, top in sorted(soft.items())]
     return lines
 
 
@@ -135,12 +161,17 @@ def run(args: argparse.Namespace) -> int:
     """Serve, drive the tasks, print returns per episode and the expert-use summary."""
     with serving(args.checkpoint) as url:
         model = _served_model(url)
-        env_id = model["env_id"]
+        env_id = MT50_ENV if args.m3dt else model["env_id"]
         print(
             f"serving {model['name']} ({model['variant']}, {model.get('parameters') or 0:,} parameters) "
             f"from {args.checkpoint} with the in-process session store"
         )
-        names = [f"test:{i}" for i in range(args.tasks)]
+        if args.m3dt:  # its shipped Meta-World tasks (v3 names), goals of their test split
+            names = [t for t in model.get("tasks", []) if t.endswith("-v3")][: args.tasks]
+            if not names:
+                raise RuntimeError(f"{args.checkpoint} ships no Meta-World task prompt")
+        else:
+            names = [f"test:{i}" for i in range(args.tasks)]
         envs = {name: make_env(env_id, task=name) for name in names}
         returns: dict[str, list[float]] = {name: [] for name in names}
         acts = dict.fromkeys(names, 0)
@@ -158,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             with ThreadPoolExecutor(max_workers=len(names)) as pool:
                 futures = [
-                    pool.submit(_drive, url, envs[n], n, args.episodes, args.seed + i, recorder(n))
+                    pool.submit(_drive, url, envs[n], n, args.episodes, args.seed + i, recorder(n), args.m3dt)
                     for i, n in enumerate(names)
                 ]
                 for future in futures:
@@ -168,12 +199,18 @@ def run(args: argparse.Namespace) -> int:
                 env.close()
         elapsed = time.perf_counter() - started
         print(
-            f"\n{env_id}: {len(names)} held-out tasks, one HTTP session each, {args.episodes} episodes in context"
+            f"\n{env_id}: {len(names)} {'tasks on held-out goals' if args.m3dt else 'held-out tasks'}, "
+            f"one HTTP session each, {args.episodes} episodes {'each' if args.m3dt else 'in context'}"
         )
-        print("episode  " + "  ".join(f"{n:>7}" for n in names) + "     mean")
+        width = max(7, *(len(n) for n in names))
+        print("episode  " + "  ".join(f"{n:>{width}}" for n in names) + "     mean")
         for e in range(args.episodes):
             row = [returns[n][e] for n in names]
-            print(f"{e + 1:>7}  " + "  ".join(f"{r:>7.1f}" for r in row) + f"  {sum(row) / len(row):>7.1f}")
+            print(
+                f"{e + 1:>7}  "
+                + "  ".join(f"{r:>{width}.1f}" for r in row)
+                + f"  {sum(row) / len(row):>7.1f}"
+            )
         total_acts = sum(acts.values())
         print(f"\n{total_acts} acts over HTTP in {elapsed:.1f} s ({total_acts / elapsed:.0f} acts/s)")
         print("\nexpert use (from /metrics):")

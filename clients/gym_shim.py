@@ -14,6 +14,7 @@ final observation and reward. gymnasium is imported only when a function here is
 `make_env` is ``gymnasium.make`` that first registers ids published by installed packages::
 
     env = make_env("t2mir/DarkRoom-v0", task="test:3")   # the project's envs, without importing them
+    env = make_env("t2mir/MT50-v0", task="reach-v3")      # one Meta-World task of the M3DT suite
 """
 
 from __future__ import annotations
@@ -226,6 +227,9 @@ def run_episodes(
     model: str | None = None,
     sampling: str | None = None,
     action_noise: float | None = None,
+    task: str | None = None,
+    prompt: Any = None,
+    target_return: float | None = None,
     websocket: bool = False,
     encoding: str = "json",
     seed: int | None = None,
@@ -239,8 +243,9 @@ def run_episodes(
         env: a gymnasium ``Env``, a list of them, or a ``VectorEnv`` (one session per sub-env).
         episodes: episodes per env (each session's in-context history grows across them).
         session: existing session(s), one per env; by default new ones are created with
-            ``model`` / ``sampling`` / ``action_noise`` (over a WebSocket with ``websocket=True``) and deleted at the
-            end unless ``keep_sessions``.
+            ``model`` / ``sampling`` / ``action_noise`` (M3DT models: ``task`` or ``prompt``, and
+            ``target_return``; see `T2MIRClient.create_session`), over a WebSocket with
+            ``websocket=True``, and deleted at the end unless ``keep_sessions``.
         on_episode: called with an `EpisodeReport` after every episode.
         seed: passed to the first ``reset`` of each env (vector envs: to its first reset).
         max_episode_steps: end episodes after this many steps (single envs only; vector envs
@@ -268,6 +273,9 @@ def run_episodes(
                         model=model,
                         sampling=sampling,
                         action_noise=action_noise,
+                        task=task,
+                        prompt=prompt,
+                        target_return=target_return,
                         websocket=websocket,
                         encoding=encoding,
                     )

@@ -83,8 +83,11 @@ class _ClientBase:
         metadata: dict[str, Any] | None,
         sampling: str | None,
         action_noise: float | None,
+        task: str | None,
+        prompt: Any,
+        target_return: float | None,
     ) -> _Call:
-        body = create_body(model, session_id, metadata, sampling, action_noise)
+        body = create_body(model, session_id, metadata, sampling, action_noise, task, prompt, target_return)
         return _Call("POST", "/sessions", dumps(body), idempotent=False)
 
     @staticmethod
@@ -186,6 +189,9 @@ class T2MIRClient(_ClientBase):
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
         action_noise: float | None = None,
+        task: str | None = None,
+        prompt: Any = None,
+        target_return: float | None = None,
     ) -> SessionInfo:
         """``POST /sessions``; every option left None takes the server's default.
 
@@ -196,8 +202,15 @@ class T2MIRClient(_ClientBase):
             sampling: discrete actions: ``"sample"`` (seeded by session id and step) or ``"greedy"``.
             action_noise: continuous actions: Gaussian exploration noise in half-ranges of the
                 action box (0: deterministic).
+            task: M3DT models: the task whose prompt, shipped with the model, the session uses.
+            prompt: M3DT models: a task prompt instead of ``task``, a mapping of ``obs`` (P rows),
+                ``actions`` (P rows), ``returns_to_go`` (P) and ``timesteps`` (P) to lists or arrays.
+            target_return: M3DT models: the return to ask for (default for a shipped task: the
+                model's; required with ``prompt``).
         """
-        call = self._create_call(model, session_id, metadata, sampling, action_noise)
+        call = self._create_call(
+            model, session_id, metadata, sampling, action_noise, task, prompt, target_return
+        )
         return SessionInfo.from_dict(self._json(self._request(call)))
 
     def get_session(self, session_id: str) -> SessionState:
@@ -282,9 +295,14 @@ class AsyncT2MIRClient(_ClientBase):
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
         action_noise: float | None = None,
+        task: str | None = None,
+        prompt: Any = None,
+        target_return: float | None = None,
     ) -> SessionInfo:
         """``POST /sessions`` (the options of `T2MIRClient.create_session`)."""
-        call = self._create_call(model, session_id, metadata, sampling, action_noise)
+        call = self._create_call(
+            model, session_id, metadata, sampling, action_noise, task, prompt, target_return
+        )
         return SessionInfo.from_dict(self._json(await self._request(call)))
 
     async def get_session(self, session_id: str) -> SessionState:

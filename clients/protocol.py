@@ -204,12 +204,38 @@ def act_body(step: Any, observation: Any, reward: Any = None, done: bool = False
     return body
 
 
+PROMPT_FIELDS = ("obs", "actions", "returns_to_go", "timesteps")
+"""The parts of an M3DT task prompt: P observation rows, P action rows, P returns-to-go, P timesteps."""
+
+
+def encode_prompt(prompt: Any) -> dict[str, Any]:
+    """An M3DT task prompt (a mapping of `PROMPT_FIELDS` to lists or numpy arrays) as JSON lists;
+    the shapes are the server's to check, NaN/inf are refused here."""
+    if not hasattr(prompt, "keys") or set(prompt.keys()) != set(PROMPT_FIELDS):
+        raise _local_error(
+            f"prompt must be a mapping with exactly the keys {', '.join(PROMPT_FIELDS)}", "prompt"
+        )
+    out: dict[str, Any] = {}
+    for name in PROMPT_FIELDS:
+        try:
+            array = np.asarray(prompt[name], dtype=np.int64 if name == "timesteps" else np.float64)
+        except (TypeError, ValueError) as exc:
+            raise _local_error(f"prompt.{name} is not numeric: {exc}", f"prompt.{name}") from None
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise _local_error(f"prompt.{name} contains NaN or inf", f"prompt.{name}")
+        out[name] = array.tolist()
+    return out
+
+
 def create_body(
     model: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     sampling: str | None = None,
     action_noise: float | None = None,
+    task: str | None = None,
+    prompt: Any = None,
+    target_return: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /sessions``: the options that are not None (see `create_session`)."""
     if sampling is not None and sampling not in ("sample", "greedy"):
@@ -221,12 +247,22 @@ def create_body(
                 f"action_noise must be a finite number >= 0, got {action_noise!r}", "action_noise"
             )
         action_noise = noise
+    if target_return is not None:
+        target = float(target_return)
+        if not math.isfinite(target):
+            raise _local_error(
+                f"target_return must be a finite number, got {target_return!r}", "target_return"
+            )
+        target_return = target
     options = {
         "model": model,
         "session_id": session_id,
         "metadata": metadata,
         "sampling": sampling,
         "action_noise": action_noise,
+        "task": task,
+        "prompt": encode_prompt(prompt) if prompt is not None else None,
+        "target_return": target_return,
     }
     return {key: value for key, value in options.items() if value is not None}
 

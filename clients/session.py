@@ -186,6 +186,9 @@ class Session(_SessionBase):
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
         action_noise: float | None = None,
+        task: str | None = None,
+        prompt: Any = None,
+        target_return: float | None = None,
         websocket: bool = False,
         encoding: str = "json",
     ) -> Session:
@@ -197,6 +200,9 @@ class Session(_SessionBase):
             metadata=metadata,
             sampling=sampling,
             action_noise=action_noise,
+            task=task,
+            prompt=prompt,
+            target_return=target_return,
         )
         channel = None
         if websocket:
@@ -275,6 +281,9 @@ class AsyncSession(_SessionBase):
         metadata: dict[str, Any] | None = None,
         sampling: str | None = None,
         action_noise: float | None = None,
+        task: str | None = None,
+        prompt: Any = None,
+        target_return: float | None = None,
         websocket: bool = False,
         encoding: str = "json",
     ) -> AsyncSession:
@@ -285,6 +294,9 @@ class AsyncSession(_SessionBase):
             metadata=metadata,
             sampling=sampling,
             action_noise=action_noise,
+            task=task,
+            prompt=prompt,
+            target_return=target_return,
         )
         channel = None
         if websocket:

@@ -56,7 +56,7 @@ from server.store import (
     episode_return_after,
     meta_after_append,
 )
-from t2mir_model import ActRequest, explore
+from t2mir_model import explore
 
 log = logging.getLogger("t2mir.server")
 
@@ -74,7 +74,7 @@ def parse_act_json(raw: bytes | str) -> ActBody:
 def validate_act(body: ActBody, meta: SessionMeta, model: LoadedModel) -> None:
     """Model- and episode-dependent checks; raises ApiError 422."""
     config = model.config
-    dim = config.observation.dim
+    dim = model.family.observation_dim(meta)
     if len(body.observation) != dim:
         raise ApiError(
             422,
@@ -269,9 +269,8 @@ class ActService:
         seed = None if sampling_of(meta) == "greedy" else derive_seed(session_id, body.step)
         t_submit = time.perf_counter()
         try:
-            served = await model.batcher.submit(
-                ActRequest((session_id, meta.created_at), history, seed), arrived=t0
-            )
+            request = model.family.request((session_id, meta.created_at), history, seed, meta)
+            served = await model.batcher.submit(request, arrived=t0)
         except Overloaded as exc:
             self.deps.metrics.act_shed(model.name)
             raise ApiError(
@@ -298,7 +297,9 @@ class ActService:
         action = served.result.action
         noise = action_noise_of(meta)
         if noise > 0:
-            action = explore(action, model.config.action, noise, derive_seed(session_id, body.step))
+            action = explore(
+                action, model.family.action_spec(meta), noise, derive_seed(session_id, body.step)
+            )
         value = action_value(action)
         response["action"] = value
         record = StepRecord(body.step, body.observation, body.reward, value, False)

@@ -3,6 +3,12 @@
 Names are DESIGN.md's, prefixed ``t2mir_``. Labels are bounded: status codes, store operations,
 model names/versions, layer and expert indices, token modalities; never session ids.
 
+Routers by family: T2MIR's token router (``expert_tokens``) and task router
+(``task_expert_weight``); M3DT's soft router (``expert_weight``: summed softmax weights,
+``expert_top``: tokens whose highest weight is the expert, ``router_token_entropy``: the mean
+per-token entropy of the weights). ``router_load_cv`` / ``router_entropy`` cover every router
+(label ``router``: token, task or soft).
+
 Routing statistics arrive as tensors in every `EngineOutput`; `ServerMetrics.record_engine_output`
 queues them, and every ``ROUTING_BATCH`` engine calls (or before a scrape) `summarize_routing` sums
 them per layer in one pass and they are read back with one ``tolist`` per layer, on the engine's
@@ -15,6 +21,7 @@ time right when the event loop answered the act, competing with it for the GIL.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -107,6 +114,21 @@ class ServerMetrics:
         )
         self.task_expert_weight = Counter(
             "task_expert_weight", "Summed task-router gate weights", ["model", "layer", "expert"], **kw
+        )
+        self.expert_weight = Counter(
+            "expert_weight", "Summed soft-router (M3DT) expert weights", ["model", "layer", "expert"], **kw
+        )
+        self.expert_top = Counter(
+            "expert_top",
+            "Tokens whose highest soft-router (M3DT) weight is the expert",
+            ["model", "layer", "expert"],
+            **kw,
+        )
+        self.router_token_entropy = Gauge(
+            "router_token_entropy",
+            "Mean per-token entropy of the soft router's weights, normalised to [0, 1]",
+            per_layer,
+            **kw,
         )
         self.router_load_cv = Gauge(
             "router_load_cv", "Coefficient of variation of expert usage", per_layer, **kw
@@ -215,8 +237,25 @@ class ServerMetrics:
                     for e, value in enumerate(summary.task_weights.tolist()):
                         if value:
                             self._child(self.task_expert_weight, model, label, str(e)).inc(value)
+                if summary.expert_weights is not None:
+                    self._add_soft(model, label, summary)
                 for router, usage in summary.usage().items():
                     self._update_usage(model, summary.layer, router, usage, calls)
+
+    def _add_soft(self, model: str, label: str, summary: LayerRoutingSummary) -> None:
+        """One layer's soft-router series (caller holds the lock)."""
+        assert summary.expert_weights is not None
+        weights = summary.expert_weights.tolist()
+        top = summary.expert_top.tolist() if summary.expert_top is not None else []
+        for e, value in enumerate(weights):
+            if value:
+                self._child(self.expert_weight, model, label, str(e)).inc(value)
+        for e, value in enumerate(top):
+            if value:
+                self._child(self.expert_top, model, label, str(e)).inc(value)
+        if summary.mean_entropy is not None and len(weights) > 1:
+            normalised = summary.mean_entropy / math.log(len(weights))
+            self.router_token_entropy.labels(model, label, "soft").set(normalised)
 
     def _child(self, family: Counter, *labels: str) -> Counter:
         """A labelled counter, created once and kept (``labels`` costs a lock and a lookup)."""

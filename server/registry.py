@@ -22,17 +22,18 @@ import torch
 
 from server.batcher import Batcher
 from server.errors import ApiError
+from server.families import SessionFamily, session_family
 from server.metrics import ServerMetrics
 from server.settings import MB, ServerSettings
 from server.store import Backbone, Retention, as_backbone
 from t2mir_model import (
+    ActionSpec,
     ActRequest,
     ActResult,
     EngineOptions,
     EngineOutput,
     PolicyEngine,
     ServedConfig,
-    SessionHistory,
     card_action_noise,
     load_engine,
     read_card,
@@ -42,8 +43,12 @@ log = logging.getLogger("t2mir.server")
 
 
 def action_spec(config: ServedConfig) -> dict[str, Any]:
-    """The action space as clients see it."""
-    a = config.action
+    """The model's action space as clients see it."""
+    return describe_action(config.action)
+
+
+def describe_action(a: ActionSpec) -> dict[str, Any]:
+    """An action space as clients see it."""
     if a.is_discrete:
         return {"kind": "discrete", "n": a.n}
     return {"kind": "continuous", "dim": a.dim, "low": list(a.low or ()), "high": list(a.high or ())}
@@ -66,6 +71,8 @@ class LoadedModel:
     batcher: Batcher[ActRequest, ActResult, EngineOutput]
     backbone: Backbone
     """The sessions' context rule (the config's ``backbone``, checked at load)."""
+    family: SessionFamily
+    """How this model's sessions differ by model family (create options, act requests)."""
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     ready: bool = False
@@ -107,11 +114,13 @@ class LoadedModel:
             "cache_slots": self.engine.num_slots,
             "ready": self.ready,
             "loaded_at": self.loaded_at,
+            **self.family.describe_model(),
         }
 
 
-def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], PolicyEngine]:
-    """Worker thread: load the checkpoint's engine (whatever its model family) and its card."""
+def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], PolicyEngine, SessionFamily]:
+    """Worker thread: load the checkpoint's engine (whatever its model family), its card and its
+    family's session behaviour."""
     torch.set_num_threads(settings.torch_threads)
     options = EngineOptions(
         device=settings.device,
@@ -121,23 +130,8 @@ def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], Po
         compile_step=settings.compile_step,
     )
     engine = load_engine(directory, options)
-    return read_card(directory), engine
-
-
-def _warm_up(engine: PolicyEngine) -> None:
-    """Worker thread: run a throw-away rebuild and an incremental step so the first act is not slow."""
-    config = engine.config
-    history = SessionHistory()
-    history.observe(torch.zeros(config.observation.dim))
-    key = ("__warmup__",)
-    engine.act([ActRequest(key, history)])
-    example = (
-        torch.zeros((), dtype=torch.long) if config.action.is_discrete else torch.zeros(config.action.width)
-    )
-    if config.max_episode_steps > 1:
-        history.observe(torch.zeros(config.observation.dim), 0.0, example)
-        engine.act([ActRequest(key, history)])
-    engine.evict(key)
+    card = read_card(directory)
+    return card, engine, session_family(directory, engine, card)
 
 
 class ModelRegistry:
@@ -168,7 +162,7 @@ class ModelRegistry:
             )
 
     async def _load(self, directory: Path) -> LoadedModel:
-        card, engine = await asyncio.to_thread(_read, directory, self.settings)
+        card, engine, family = await asyncio.to_thread(_read, directory, self.settings)
         name = str(card.get("name") or directory.resolve().name)
         version = str(card.get("version") or "1")
         try:
@@ -190,9 +184,9 @@ class ModelRegistry:
             deadline_ms=self.settings.act_deadline_ms,
             max_queue=self.settings.max_queue,
         )
-        model = LoadedModel(name, version, directory, card, engine, batcher, backbone)
+        model = LoadedModel(name, version, directory, card, engine, batcher, backbone, family)
         batcher.start()
-        await batcher.run_on_worker(_warm_up, engine)
+        await batcher.run_on_worker(family.warm_up, engine)
         model.ready = True
         log.info(
             "model loaded",

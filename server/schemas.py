@@ -50,8 +50,19 @@ def _reward(value: Any) -> float | None:
     return None if value is None else _number(value, "reward", "invalid_reward")
 
 
+def _finite(value: Any) -> float:
+    return _number(value, "value", "invalid_field")
+
+
 Observation = Annotated[list[float], PlainValidator(_observation, json_schema_input_type=float | list[float])]
 Reward = Annotated[float | None, PlainValidator(_reward, json_schema_input_type=float | None)]
+Finite = Annotated[float, PlainValidator(_finite, json_schema_input_type=float)]
+"""A finite number within the float32 range (ints accepted, bools and strings refused)."""
+
+MAX_PROMPT_STEPS = 64
+"""Most steps a client-sent task prompt may have before the model's own check (its prompt_steps)."""
+MAX_PROMPT_WIDTH = 512
+"""Widest observation or action row of a client-sent prompt before the model's own check."""
 
 
 class ActBody(BaseModel):
@@ -67,6 +78,28 @@ class ActBody(BaseModel):
     """Reward of the previous action; required except at an episode's first step (where it must be absent)."""
     done: StrictBool = False
     """True: record ``reward``, close the episode, answer ``action: null``."""
+
+
+class PromptBody(BaseModel):
+    """A task prompt sent by the client (M3DT models): P steps of a demonstration of the task.
+
+    ``obs`` is P rows of the task's observation width, ``actions`` P rows of its action width; the
+    model checks P against its ``prompt_steps`` and the widths against its padded widths."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    obs: Annotated[
+        list[Annotated[list[Finite], Field(min_length=1, max_length=MAX_PROMPT_WIDTH)]],
+        Field(min_length=1, max_length=MAX_PROMPT_STEPS),
+    ]
+    actions: Annotated[
+        list[Annotated[list[Finite], Field(min_length=1, max_length=MAX_PROMPT_WIDTH)]],
+        Field(min_length=1, max_length=MAX_PROMPT_STEPS),
+    ]
+    returns_to_go: Annotated[list[Finite], Field(min_length=1, max_length=MAX_PROMPT_STEPS)]
+    timesteps: Annotated[
+        list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_STEPS)
+    ]
 
 
 class CreateSessionBody(BaseModel):
@@ -85,6 +118,13 @@ class CreateSessionBody(BaseModel):
     action_noise: Annotated[float, Field(ge=0.0, le=MAX_ACTION_NOISE, allow_inf_nan=False)] | None = None
     """Continuous actions: Gaussian exploration noise in half-ranges of the action box, seeded by
     session id and step (default: the noise the model's card was measured with, else 0)."""
+    task: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """M3DT models: the task whose prompt, shipped with the checkpoint, the session uses."""
+    prompt: PromptBody | None = None
+    """M3DT models: a task prompt sent instead of ``task``."""
+    target_return: Finite | None = None
+    """M3DT models: the return the session asks for (default for a shipped task: the checkpoint's;
+    required with a sent prompt)."""
 
 
 class ModelRef(BaseModel):
@@ -146,3 +186,9 @@ class SessionInfo(BaseModel):
     returns: list[float]
     metadata: dict[str, Any]
     created_at: float
+    family: str = "t2mir"
+    """The model family: 't2mir' or 'm3dt'."""
+    task: str | None = None
+    """M3DT: the shipped task prompt the session uses (None: a prompt sent by the client)."""
+    target_return: float | None = None
+    """M3DT: the session's target return (its returns-to-go are this minus the rewards so far)."""

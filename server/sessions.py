@@ -1,7 +1,7 @@
 """Session lifecycle: create, describe, delete; what it shares with the act flow (`SessionDeps`).
 
 A session's store metadata holds ``{"sampling": ..., "action_noise": ..., "client": <the client's
-metadata>}``; the owner field holds the hash of the API key that created it (see `server.auth`).
+metadata>}`` plus its model family's part (`server.families`; M3DT: ``"m3dt"``); the owner field holds the hash of the API key that created it (see `server.auth`).
 A session of another owner is reported exactly like an unknown one (404).
 """
 
@@ -21,7 +21,7 @@ from server.errors import ApiError, shorten, unavailable
 from server.live_sessions import LiveSessions
 from server.metrics import ServerMetrics
 from server.mirror import HistoryMirror
-from server.registry import LoadedModel, ModelRegistry, action_spec
+from server.registry import LoadedModel, ModelRegistry, describe_action
 from server.schemas import CreateSessionBody
 from server.store import (
     InvalidRecord,
@@ -137,14 +137,15 @@ class SessionService:
         """JSON description of a session (see `SessionInfo`)."""
         model = self.deps.registry.get(meta.model, meta.model_version)
         config = model.config if model is not None else None
+        family = model.family if model is not None else None
         return {
             "session_id": meta.session_id,
             "model": {"name": meta.model, "version": meta.model_version},
             "backbone": meta.backbone,
             "variant": model.engine.variant if model is not None else None,
             "env_id": config.env_id if config else None,
-            "observation_dim": config.observation.dim if config else None,
-            "action": action_spec(config) if config else None,
+            "observation_dim": family.observation_dim(meta) if family else None,
+            "action": describe_action(family.action_spec(meta)) if family else None,
             "max_episode_steps": config.max_episode_steps if config else None,
             "sampling": sampling_of(meta),
             "action_noise": action_noise_of(meta),
@@ -155,12 +156,14 @@ class SessionService:
             "returns": list(meta.returns),
             "metadata": meta.metadata.get("client", {}),
             "created_at": meta.created_at,
+            **(family.describe_session(meta) if family else {}),
         }
 
     async def create(self, owner: str, body: CreateSessionBody) -> dict[str, Any]:
         """Create a session on the current version of the requested model."""
         await self.deps.registry.sweep()
         model = self.deps.registry.resolve(body.model)
+        family_metadata = model.family.create_metadata(body)
         session_id = body.session_id or uuid.uuid4().hex
         sampling = body.sampling or "sample"
         if not model.discrete:
@@ -178,7 +181,12 @@ class SessionService:
             model_version=model.version,
             backbone=model.backbone,
             retention=model.retention,
-            metadata={"sampling": sampling, "action_noise": action_noise, "client": body.metadata},
+            metadata={
+                "sampling": sampling,
+                "action_noise": action_noise,
+                "client": body.metadata,
+                **family_metadata,
+            },
         )
         counted = self.deps.live.reserve(session_id)
         try:

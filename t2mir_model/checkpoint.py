@@ -42,6 +42,8 @@ FAMILY_FIELD = "family"
 """Key of ``config.json`` naming the model family that reads the checkpoint."""
 T2MIR_FAMILY = "t2mir"
 """The family of a checkpoint whose config names none (every T2MIR checkpoint)."""
+M3DT_FAMILY = "m3dt"
+"""The M3DT family (`t2mir_model.m3dt`)."""
 
 
 class CheckpointError(RuntimeError):
@@ -107,17 +109,22 @@ def _render_readme(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_checkpoint(policy: T2MIRPolicy, directory: str | Path, card: dict[str, Any]) -> Path:
-    """Write a checkpoint directory (files replaced atomically) and return its path."""
-    path = Path(directory)
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write ``model.safetensors`` of a checkpoint directory (any family), replaced atomically."""
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in policy.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{WEIGHTS_FILE}.")
     os.close(fd)
     save_file(
         state, tmp, metadata={"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_FORMAT_VERSION)}
     )
     os.replace(tmp, path / WEIGHTS_FILE)
+
+
+def save_checkpoint(policy: T2MIRPolicy, directory: str | Path, card: dict[str, Any]) -> Path:
+    """Write a checkpoint directory (files replaced atomically) and return its path."""
+    path = Path(directory)
+    save_weights(policy, path)
     _atomic_write_text(path / CONFIG_FILE, json.dumps(policy.config.to_dict(), indent=2) + "\n")
     full_card = build_card(policy, card)
     _atomic_write_text(path / CARD_FILE, json.dumps(full_card, indent=2) + "\n")
@@ -210,6 +217,15 @@ def load_checkpoint(
     path = Path(directory)
     config = read_config(path)
     read_card(path)
+    policy = cls(config)
+    load_weights(policy, path, map_location)
+    return policy.to(map_location).eval()
+
+
+def load_weights(model: torch.nn.Module, directory: Path, map_location: str | torch.device) -> None:
+    """Load ``model.safetensors`` of a checkpoint directory into ``model`` (any family), refusing
+    missing, extra or mis-shaped tensors with a CheckpointError that names them."""
+    path = directory
     weights = path / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{weights} is missing")
@@ -219,8 +235,7 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is corrupt or not a safetensors file ({exc})") from exc
     state = upgrade_state(state, version)
-    policy = cls(config)
-    expected = policy.state_dict()
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
@@ -239,5 +254,4 @@ def load_checkpoint(
                 )
             )
         raise CheckpointError(f"{weights} does not match {path / CONFIG_FILE}: " + "; ".join(details))
-    policy.load_state_dict(state)
-    return policy.to(map_location).eval()
+    model.load_state_dict(state)

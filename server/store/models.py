@@ -27,7 +27,7 @@ the id as its Cluster hash tag; whitespace, ``/`` and control characters are exc
 MAX_STEP = 2**53
 """Steps must stay below this (exact in a double, as Redis' Lua numbers are)."""
 
-Backbone = Literal["ad", "dpt"]
+Backbone = Literal["ad", "dpt", "prompt-dt"]
 RetentionMode = Literal["best", "last"]
 AppendStatus = Literal["appended", "duplicate", "conflict", "missing"]
 Action = int | list[float]

@@ -2,7 +2,8 @@
 
 `load_engine` reads the family named by the checkpoint's config (T2MIR when it names none, as every
 existing checkpoint does) and hands the directory to that family's loader, which builds the policy,
-sizes the cache pool and returns a `PolicyEngine`. A new family adds its loader to `_loader`.
+sizes the cache pool and returns a `PolicyEngine` (T2MIR: `DecodeEngine`; M3DT: `M3DTEngine`). A
+new family adds its loader to `_loader`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import T2MIR_FAMILY, CheckpointError, read_family
+from ..checkpoint import M3DT_FAMILY, T2MIR_FAMILY, CheckpointError, read_family
 from ..layers.kv_cache import KVCache
+from ..m3dt.engine import DEFAULT_MAX_BATCH, M3DTEngine
+from ..m3dt.modeling import M3DTPolicy
 from ..t2mir.modeling import T2MIRPolicy
 from .decode import DecodeEngine
 from .interface import PolicyEngine
@@ -48,11 +51,20 @@ def _load_t2mir(directory: Path, options: EngineOptions) -> PolicyEngine:
     return DecodeEngine(policy, slots, use_cache=options.use_cache, compile_step=options.compile_step)
 
 
+def _load_m3dt(directory: Path, options: EngineOptions) -> PolicyEngine:
+    """An M3DT engine: no cache (see `t2mir_model.m3dt.engine`); ``cache_slots`` caps the batch."""
+    policy = M3DTPolicy.from_pretrained(directory, map_location=options.device)
+    return M3DTEngine(policy, options.cache_slots or DEFAULT_MAX_BATCH)
+
+
 def _loader(family: str) -> Callable[[Path, EngineOptions], PolicyEngine]:
     """The engine loader of a model family; raises CheckpointError for a family this build lacks."""
-    if family == T2MIR_FAMILY:
-        return _load_t2mir
-    raise CheckpointError(f"model family {family!r} is not part of this build (it has: {T2MIR_FAMILY!r})")
+    loaders = {T2MIR_FAMILY: _load_t2mir, M3DT_FAMILY: _load_m3dt}
+    if family in loaders:
+        return loaders[family]
+    raise CheckpointError(
+        f"model family {family!r} is not part of this build (it has: {', '.join(map(repr, loaders))})"
+    )
 
 
 def load_engine(directory: str | Path, options: EngineOptions | None = None) -> PolicyEngine:

@@ -29,6 +29,12 @@ class LayerRoutingSummary:
     """(M, E) top-k selections of the token router by token modality; None without a token router."""
     task_weights: Tensor | None = None
     """(E,) task-router gate values summed over valid tokens; None without a task router."""
+    expert_weights: Tensor | None = None
+    """(E,) soft-router (M3DT) softmax weights summed over valid tokens; None without a soft router."""
+    expert_top: Tensor | None = None
+    """(E,) valid tokens whose highest soft-router weight is each expert; None without a soft router."""
+    mean_entropy: float | None = None
+    """Mean over valid tokens of the entropy (nats) of the soft-router weights; None without one."""
 
     def usage(self) -> dict[str, Tensor]:
         """Router name -> (E,) expert usage, for load and entropy gauges of every router present."""
@@ -37,6 +43,8 @@ class LayerRoutingSummary:
             out["token"] = self.token_counts.sum(0)
         if self.task_weights is not None:
             out["task"] = self.task_weights
+        if self.expert_weights is not None:
+            out["soft"] = self.expert_weights
         return out
 
 

@@ -5,8 +5,10 @@ Debian packages that ``make system-deps`` installs; a missing one FAILS the test
 skipped), with the command that installs it.
 
 - ``darkroom_checkpoint``: a small random DarkRoom-shaped checkpoint (name ``darkroom-test``).
-- ``monitored``: one real ``t2mir serve`` (in-process store) for the whole session, already driven
-  through a few episodes so every exported series exists, and a real Prometheus (Debian package)
+- ``m3dt_checkpoint``: a tiny random M3DT checkpoint (name ``m3dt-test``) shipping two task prompts.
+- ``monitored``: one real ``t2mir serve`` (in-process store) serving both (``darkroom-test`` the
+  default model) for the whole session, already driven through a few episodes of each so every
+  exported series exists, and a real Prometheus (Debian package)
   scraping it every second with the shipped job config; both are launched together, so the
   Prometheus start-up (its first scrape comes ~5 s after launch) overlaps the server's. The server
   runs as in the Docker image, without the training stack: a ``sitecustomize`` makes ``training``
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from model_factory import write_m3dt_checkpoint
 from redis_server import _die_with_parent, free_port
 from server_process import REPO_ROOT, ServerClient, ServerProcess
 
@@ -146,6 +149,19 @@ def drive_traffic(url: str, sessions: int = 2, episodes: int = 2, steps: int = 4
                 step = drive_episode(client, session_id, step, steps, rng)
 
 
+def drive_m3dt_traffic(url: str, steps: int = 4, seed: int = 0) -> None:
+    """One episode of an M3DT session on its shipped ``point-robot-00`` prompt (2-d observations)."""
+    rng = random.Random(seed)
+    with ServerClient(url) as client:
+        created = client.create(model="m3dt-test", task="point-robot-00")
+        assert created.status_code == 201, created.text
+        session_id = created.json()["session_id"]
+        for step in range(steps):
+            reward = None if step == 0 else -rng.random()
+            answer = client.act(session_id, step, [rng.random(), rng.random()], reward=reward)
+            assert answer.status_code == 200, answer.text
+
+
 class Prometheus:
     """One ``prometheus`` process on a free loopback port with its TSDB in a temp dir."""
 
@@ -242,18 +258,29 @@ class Monitored:
 
 
 @pytest.fixture(scope="session")
-def monitored(darkroom_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
+def m3dt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random M3DT test checkpoint, written once per test session."""
+    return write_m3dt_checkpoint(tmp_path_factory.mktemp("deploy-m3dt") / "m3dt-test")
+
+
+@pytest.fixture(scope="session")
+def monitored(
+    darkroom_checkpoint: Path, m3dt_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Monitored]:
     """Server + Prometheus, launched together; traffic served; both stopped at the end."""
     prometheus_binary = require_binary("prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
     env, blocked = without_training_stack(tmp_path_factory.mktemp("no-training"))
-    server = ServerProcess([darkroom_checkpoint], env=env)
+    server = ServerProcess(
+        [darkroom_checkpoint, m3dt_checkpoint], env=env, args=["--default-model", "darkroom-test"]
+    )
     server.launch()
     prometheus = None
     try:
         prometheus = Prometheus(prometheus_binary, workdir, f"127.0.0.1:{server.port}")
         server.wait_ready()
         drive_traffic(server.url)
+        drive_m3dt_traffic(server.url)
         prometheus.wait_ready()
         yield Monitored(server, prometheus, blocked)
     finally:

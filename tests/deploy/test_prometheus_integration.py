@@ -85,5 +85,5 @@ def test_grafana_variable_queries_have_values(monitored):
         if models and layers:
             break
         time.sleep(0.5)
-    assert models == ["darkroom-test"]
-    assert layers == ["1"]  # MoE in the top block of the 2-layer test model
+    assert models == ["darkroom-test", "m3dt-test"]
+    assert layers == ["0", "1"]  # DarkRoom: MoE in its top block; M3DT: in both blocks

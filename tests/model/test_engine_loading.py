@@ -77,10 +77,10 @@ def test_a_config_may_name_the_t2mir_family(tmp_path):
 def test_an_unknown_family_is_refused_by_name(tmp_path):
     directory = save(tmp_path)
     data = json.loads((directory / "config.json").read_text())
-    (directory / "config.json").write_text(json.dumps({**data, "family": "m3dt"}))
-    with pytest.raises(CheckpointError, match="'m3dt' is not part of this build"):
+    (directory / "config.json").write_text(json.dumps({**data, "family": "dqn"}))
+    with pytest.raises(CheckpointError, match="'dqn' is not part of this build"):
         load_engine(directory)
-    with pytest.raises(CheckpointError, match="'m3dt' model, not a T2MIR one"):
+    with pytest.raises(CheckpointError, match="'dqn' model, not a T2MIR one"):
         T2MIRPolicy.from_pretrained(directory)
 
 

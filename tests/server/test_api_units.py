@@ -13,6 +13,7 @@ from model_factory import tiny_config
 from server.act import parse_act, parse_act_json, validate_act
 from server.auth import Authenticator, owner_of
 from server.errors import ApiError
+from server.families import T2MIRSessions
 from server.mirror import MirrorEntry, action_value, advance, close, entry_from_state, obs_tensor, observed
 from server.registry import retention_for
 from server.sessions import derive_seed
@@ -73,6 +74,12 @@ def _meta(episode_steps: int) -> SessionMeta:
     return SessionMeta("s", "", "m", "1", "ad", Retention("best", 3), episode_steps=episode_steps)
 
 
+def _model() -> SimpleNamespace:
+    """The parts of a `LoadedModel` that `validate_act` reads: a T2MIR config and its family."""
+    config = tiny_config()
+    return SimpleNamespace(config=config, family=T2MIRSessions(config))
+
+
 @pytest.mark.parametrize(
     ("body", "episode_steps", "field"),
     [
@@ -85,14 +92,14 @@ def _meta(episode_steps: int) -> SessionMeta:
     ],
 )
 def test_model_dependent_validation(body, episode_steps, field):
-    model = SimpleNamespace(config=tiny_config())
+    model = _model()
     with pytest.raises(ApiError) as info:
         validate_act(parse_act(body), _meta(episode_steps), model)  # type: ignore[arg-type]
     assert (info.value.status, info.value.field) == (422, field)
 
 
 def test_valid_steps_pass_model_validation():
-    model = SimpleNamespace(config=tiny_config())
+    model = _model()
     validate_act(parse_act({"step": 0, "observation": [1, 2, 3, 4]}), _meta(0), model)  # type: ignore[arg-type]
     validate_act(parse_act({"step": 9, "observation": [1, 2, 3, 4], "reward": 0}), _meta(5), model)  # type: ignore[arg-type]
     done = parse_act({"step": 9, "observation": [1, 2, 3, 4], "reward": 0, "done": True})

@@ -23,6 +23,9 @@ DESIGN_NAMES = {
     "t2mir_episode_return",
     "t2mir_expert_tokens",
     "t2mir_task_expert_weight",
+    "t2mir_expert_weight",
+    "t2mir_expert_top",
+    "t2mir_router_token_entropy",
     "t2mir_router_load_cv",
     "t2mir_router_entropy",
     "t2mir_model_info",
@@ -152,3 +155,46 @@ def test_a_full_routing_queue_is_summed_without_a_scrape():
         float(layer.token.counts.sum()) for out in outputs for forward in out.routing for layer in forward
     )
     assert sum(v for (name, _), v in totals.items() if name == "t2mir_expert_tokens_total") == expected
+
+
+def test_soft_router_series_sum_the_m3dt_routing():
+    """An M3DT engine's soft routing: weight and top-expert counters per layer and expert equal the
+    engine's own statistics summed; the shared gauges and the token entropy carry router="soft"."""
+    from model_factory import m3dt_prompt, tiny_m3dt_config
+
+    from t2mir_model import M3DTActRequest, M3DTEngine, M3DTPolicy, summarize_routing
+
+    torch.manual_seed(0)
+    engine = M3DTEngine(M3DTPolicy(tiny_m3dt_config()))
+    prompt = m3dt_prompt(3, 2)
+    histories = [SessionHistory(), SessionHistory()]
+    metrics, outputs = ServerMetrics(), []
+    for t in range(3):
+        for h in histories:
+            if t == 0:
+                h.observe(torch.randn(3))
+            else:
+                h.observe(torch.randn(3), 0.5, torch.zeros(2))
+        requests = [M3DTActRequest(i, h, prompt=prompt, target_return=5.0) for i, h in enumerate(histories)]
+        outputs.append(engine.act(requests))
+        metrics.record_engine_output("m3dt", outputs[-1], [0.0, 0.0])
+    found = families(metrics)
+    expected = summarize_routing(forward for out in outputs for forward in out.routing)
+    for name, field in (("t2mir_expert_weight", "expert_weights"), ("t2mir_expert_top", "expert_top")):
+        got = {
+            (s.labels["layer"], s.labels["expert"]): s.value for s in found[name] if s.name.endswith("_total")
+        }
+        want = {
+            (str(summary.layer), str(e)): value
+            for summary in expected
+            for e, value in enumerate(getattr(summary, field).tolist())
+            if value
+        }
+        assert got.keys() == want.keys()
+        assert all(abs(got[k] - want[k]) < 1e-3 for k in want), name
+    for name in ("t2mir_router_entropy", "t2mir_router_load_cv", "t2mir_router_token_entropy"):
+        routers = {s.labels["router"] for s in found[name]}
+        layers = {s.labels["layer"] for s in found[name]}
+        assert routers == {"soft"} and layers == {"0", "1"}, name
+    entropy = [s.value for s in found["t2mir_router_token_entropy"]]
+    assert all(0.0 < v <= 1.0 for v in entropy)

@@ -11,11 +11,14 @@ from t2mir_model import (
     ActionSpec,
     ActRequest,
     DecodeEngine,
+    M3DTConfig,
+    M3DTPolicy,
     MoEConfig,
     ObservationSpec,
     StepRow,
     T2MIRConfig,
     T2MIRPolicy,
+    TaskPrompt,
     TokenBatch,
     append_queries,
     interleave_steps,
@@ -124,4 +127,50 @@ def write_checkpoint(directory: Path, name: str, version: str, seed: int = 0, **
     fields.update(config)
     torch.manual_seed(seed)
     T2MIRPolicy(T2MIRConfig(**fields)).save_pretrained(directory, card={"name": name, "version": version})
+    return directory
+
+
+M3DT_TASKS = {"reach-v3": (39, 4), "point-robot-00": (2, 2)}
+"""Task name -> (observation width, action width) of the prompts `write_m3dt_checkpoint` ships."""
+
+
+def m3dt_prompt(obs_width: int, act_width: int, steps: int = 3, seed: int = 0) -> TaskPrompt:
+    """A random task prompt of ``steps`` steps (timesteps 0.., returns-to-go falling from 10)."""
+    g = torch.Generator().manual_seed(seed)
+    return TaskPrompt(
+        obs=torch.randn(steps, obs_width, generator=g),
+        actions=torch.rand(steps, act_width, generator=g) * 2 - 1,
+        returns_to_go=torch.linspace(10.0, 10.0 - steps + 1, steps),
+        timesteps=torch.arange(steps),
+    )
+
+
+def tiny_m3dt_config(**overrides: Any) -> M3DTConfig:
+    """A 2-layer d=32 M3DT with 4 experts, K=4 window steps and 3 prompt steps, 30-step episodes."""
+    fields: dict[str, Any] = {
+        "d_model": 32,
+        "n_layers": 2,
+        "n_heads": 2,
+        "n_experts": 4,
+        "router_hidden": 16,
+        "context_steps": 4,
+        "prompt_steps": 3,
+        "max_timestep": 30,
+        "dropout": 0.0,
+        "env_id": "m3dt/test",
+    }
+    fields.update(overrides)
+    return M3DTConfig(**fields)
+
+
+def write_m3dt_checkpoint(
+    directory: Path, name: str = "m3dt-test", version: str = "1", seed: int = 0, **overrides: Any
+) -> Path:
+    """A random tiny M3DT checkpoint shipping the prompts of `M3DT_TASKS` (reach-v3 with a card
+    target return of 7.5; point-robot-00 without, so its default comes from its prompt)."""
+    torch.manual_seed(seed)
+    policy = M3DTPolicy(tiny_m3dt_config(**overrides)).eval()
+    prompts = {task: m3dt_prompt(*widths, seed=i) for i, (task, widths) in enumerate(M3DT_TASKS.items())}
+    card = {"name": name, "version": version, "targets": {"reach-v3": 7.5}}
+    policy.save_pretrained(directory, card=card, prompts=prompts)
     return directory

@@ -7,6 +7,11 @@ Example::
 
 Rerunning the same command resumes a killed run (finished task files are kept). See
 ``docs/datasets.md`` for the format, the budgets and the quality rules.
+
+``--suite m3dt`` collects the M3DT multi-task dataset instead (Meta-World MT50 scripted experts +
+Point-Robot goals; ``training.m3dt.collect``)::
+
+    t2mir collect --suite m3dt --out data/m3dt --episodes 16 --point-episodes 40 --workers 2
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ from training.collect.budgets import BUDGET_NAMES, FAMILIES, SNAPSHOT_ACTIONS
 from training.collect.quality import QUALITIES
 from training.collect.runner import TASK_SELECTIONS, CollectConfig, collect
 from training.datasets.format import DatasetError
+from training.m3dt.collect import add_suite_arguments, run_suite
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--suite", choices=["m3dt"], default=None, help="collect a multi-task suite instead of --env"
+    )
+    parser.add_argument(
         "--env",
-        required=True,
         help=f"environment id or family name: {', '.join(FAMILIES)} / {', '.join(FAMILIES.values())}",
     )
-    parser.add_argument("--quality", required=True, choices=list(QUALITIES), help="dataset quality (D.2)")
-    parser.add_argument("--budget", required=True, choices=list(BUDGET_NAMES), help="named collection budget")
+    parser.add_argument("--quality", choices=list(QUALITIES), help="dataset quality (D.2)")
+    parser.add_argument("--budget", choices=list(BUDGET_NAMES), help="named collection budget")
     parser.add_argument("--out", required=True, help="dataset directory (created; reruns resume)")
     parser.add_argument(
         "--tasks", default="train", choices=list(TASK_SELECTIONS), help="task split (default train)"
@@ -52,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SAC/PPO snapshots act with their mean (deterministic, the default) or sample their policy",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_suite_arguments(parser)
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -78,6 +87,12 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "m3dt":
+        return run_suite(args)
+    missing = [f"--{name}" for name in ("env", "quality", "budget") if getattr(args, name) is None]
+    if missing:
+        print(f"t2mir collect: error: {', '.join(missing)} required (or --suite)", file=sys.stderr)
+        return 2
     cfg = CollectConfig(
         env_id=args.env,
         quality=args.quality,

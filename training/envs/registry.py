@@ -102,6 +102,10 @@ _FAMILIES: MappingProxyType[str, _Family] = MappingProxyType(
 
 ENV_IDS: tuple[str, ...] = tuple(_FAMILIES)
 
+MT50_ID, MT50_STEPS = "t2mir/MT50-v0", 150
+"""One Meta-World task of the M3DT suite (`training.envs.mt50`), truncated like the suite's episodes
+(``training.m3dt.suite.METAWORLD_STEPS``)."""
+
 
 def _family(env_id: str) -> _Family:
     try:
@@ -166,7 +170,8 @@ def create_env(
 
 
 def register_envs() -> None:
-    """Register the seven ids with gymnasium (idempotent; already-registered ids are kept).
+    """Register the seven ids, and ``t2mir/MT50-v0`` (one Meta-World task of the M3DT suite,
+    `training.envs.mt50`), with gymnasium (idempotent; already-registered ids are kept).
 
     The ``gymnasium.envs`` entry point ``t2mir`` of the package metadata names this function, so
     clients can register the ids without importing this package by name.
@@ -179,6 +184,8 @@ def register_envs() -> None:
                 max_episode_steps=family.info.episode_steps,
                 kwargs={"env_id": env_id},
             )
+    if MT50_ID not in gym.registry:
+        gym.register(id=MT50_ID, entry_point=f"{_P}mt50:MT50TaskEnv", max_episode_steps=MT50_STEPS)
 
 
 def make_env(env_id: str, task: TaskSpec, seed: int | None = None) -> gym.Env:
