@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from server.allocator import tune_malloc
 from server.logs import log_config
 from server.settings import ServerSettings
 
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = log_config(settings.log_level, settings.key_values())
     logging.config.dictConfig(config)
+    tune_malloc()  # before the app starts any thread (server/allocator.py)
     app = create_app(settings)
     headers = HeaderLimits(settings.header_timeout_s, settings.max_header_bytes)
     server = uvicorn.Server(

@@ -43,7 +43,8 @@ class MemorySessionStore(CheckedStore):
 
     Args:
         ttl_seconds: idle time after which a session disappears (None: never). Every `load` and
-            `append` restarts the countdown.
+            `append` restarts the countdown. An expired session is dropped when next touched, and
+            every expired one by a sweep that a `create` or `append` runs at most once per TTL.
         clock: monotonic clock in seconds, injectable for tests.
     """
 
@@ -125,6 +126,7 @@ class MemorySessionStore(CheckedStore):
         self, session_id: str, rec: StepRecord, response_json: str, created_at: float | None
     ) -> AppendOutcome:
         with self._lock:
+            self._maybe_sweep()
             entry = self._live(session_id)
             if entry is None:
                 return AppendOutcome("missing")

@@ -184,9 +184,10 @@ class DecodeEngine:
 
     def _select(self, host: Tensor, seed: int | None) -> Tensor:
         """One row of `_to_host` -> the action: continuous as it is; discrete the argmax, or with a
-        seed a Gumbel-max sample from the logits."""
+        seed a Gumbel-max sample from the logits. The action owns its memory: a view of the batch's
+        row would keep the whole batch's tensor alive in the session's history."""
         if not self.config.action.is_discrete:
-            return host
+            return host.clone()
         if seed is None:
             return host.argmax(-1)
         generator = torch.Generator().manual_seed(seed)

@@ -66,6 +66,15 @@ def test_the_cache_pool_fills_the_memory_budget(tmp_path):
     assert load_engine(directory, EngineOptions(cache_bytes=1)).num_slots == 1
 
 
+@pytest.mark.parametrize("directory", SHIPPED, ids=lambda p: p.name)
+def test_the_cache_pool_stays_within_its_memory_budget(directory):
+    budget = 8 * 1024 * 1024
+    engine = load_engine(directory, EngineOptions(cache_bytes=budget))
+    assert isinstance(engine, DecodeEngine)
+    per_slot = KVCache.bytes_per_slot(engine.config, engine.cache.max_tokens)
+    assert engine.cache.nbytes <= engine.num_slots * per_slot <= budget < (engine.num_slots + 1) * per_slot
+
+
 def test_a_config_may_name_the_t2mir_family(tmp_path):
     directory = save(tmp_path)
     data = json.loads((directory / "config.json").read_text())
