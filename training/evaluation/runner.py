@@ -111,10 +111,12 @@ class EvalResult:
             Path(json_path).write_text(json.dumps(self.summary(), indent=2) + "\n")
         if csv_path:
             Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-            lines = ["task," + ",".join(f"episode_{e + 1}" for e in range(self.returns.shape[1]))]
+            seeds = self.info.get("seeds", [self.seed])
+            rows_per_seed = len(self.tasks) // len(seeds)
+            lines = ["seed,task," + ",".join(f"episode_{e + 1}" for e in range(self.returns.shape[1]))]
             lines += [
-                f"{t}," + ",".join(f"{r:.4f}" for r in row)
-                for t, row in zip(self.tasks, self.returns, strict=True)
+                f"{seeds[row // rows_per_seed]},{t}," + ",".join(f"{r:.4f}" for r in returns)
+                for row, (t, returns) in enumerate(zip(self.tasks, self.returns, strict=True))
             ]
             Path(csv_path).write_text("\n".join(lines) + "\n")
 
@@ -137,6 +139,30 @@ def pool_runs(results: list[EvalResult]) -> EvalResult:
         raise ValueError("pooled runs must share env, tasks, episodes, evaluation seed and sampling")
     returns = np.concatenate([r.returns for r in results])  # (runs * n_tasks, n_episodes)
     info = {"runs": len(results), "run_best": [r.best_mean for r in results]}
+    return EvalResult(first.env_id, first.tasks * len(results), returns, first.seed, first.sample, info)
+
+
+def stack_seeds(results: list[EvalResult]) -> EvalResult:
+    """Evaluations of one checkpoint at several evaluation seeds as one result.
+
+    The results must share environment, tasks, episode count and sampling. Rows of the stacked
+    returns are (seed, task) pairs in the order given, so its episode means average over seeds and
+    tasks; ``seed`` is the first seed and ``info["seeds"]`` lists them all. One result is returned
+    as it is.
+    """
+    if not results:
+        raise ValueError("no evaluations to stack")
+    first = results[0]
+    if len(results) == 1:
+        return first
+
+    def shared(r: EvalResult) -> tuple:
+        return r.env_id, r.tasks, r.returns.shape, r.sample, r.info.get("action_noise")
+
+    if any(shared(r) != shared(first) for r in results[1:]):
+        raise ValueError("stacked evaluations must share env, tasks, episodes, sampling and noise")
+    returns = np.concatenate([r.returns for r in results])  # (seeds * n_tasks, n_episodes)
+    info = {**first.info, "seeds": [r.seed for r in results]}
     return EvalResult(first.env_id, first.tasks * len(results), returns, first.seed, first.sample, info)
 
 
