@@ -1,10 +1,11 @@
 """Every shipped checkpoint loads, and a short in-context evaluation reproduces its card's numbers.
 
 The card records the protocol of its measurement (held-out tasks, evaluation seeds, sampling,
-exploration noise) and the per-episode mean returns at each seed. Evaluation is deterministic for a seed, and its first K
-episodes do not depend on how many episodes follow, so re-running K episodes must give the card's
-first K episode means at its first seed; the tolerance only absorbs floating-point differences between machines that
-can flip a sampled action. A change to the model code that alters behaviour fails here.
+exploration noise) and the per-episode mean returns at each seed. Evaluation is deterministic for a
+seed, and its first K episodes do not depend on how many episodes follow, so re-running K episodes
+at the card's first seed must give that seed's first K episode means; the tolerance only absorbs
+floating-point differences between machines that can flip a sampled action. A change to the model
+code that alters behaviour fails here.
 """
 
 from __future__ import annotations

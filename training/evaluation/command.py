@@ -34,7 +34,13 @@ from t2mir_model import (
 )
 from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
-from training.evaluation.protocol import EvalProtocol, card_protocol, provenance, seed_statistic
+from training.evaluation.protocol import (
+    EvalProtocol,
+    card_protocol,
+    measured_metrics,
+    provenance,
+    seed_statistic,
+)
 from training.evaluation.reference import reference_scale
 from training.evaluation.runner import EvalResult, bootstrap_ci, evaluate, stack_seeds
 
@@ -135,32 +141,37 @@ def resolve_protocol(args: argparse.Namespace, card: dict[str, Any], env_id: str
     return dataclasses.replace(protocol, **changes)
 
 
-def measured_metrics(
-    protocol: EvalProtocol,
+def stacked_summary(
     per_seed: list[EvalResult],
-    normalised: list[dict[str, float]],
+    scales: list[dict[str, Any]],
+    protocol: EvalProtocol,
+    checkpoint: str,
+    variant: str,
     record: dict[str, str],
-) -> dict[str, Any]:
-    """The ``metrics`` block of a card: the protocol, each figure's mean and t-interval over seeds."""
-    pooled = stack_seeds(per_seed)
-    metrics: dict[str, Any] = {
-        "eval_tasks": protocol.tasks,
-        "episodes": protocol.episodes,
-        "seeds": list(protocol.seeds),
-        "split_seed": protocol.split_seed,
-        "sample": protocol.sample,
-        "interval": "95% Student-t interval over evaluation seeds",
-        "best_episode_mean_return": seed_statistic([r.best_mean for r in per_seed]),
-        "last_episode_mean_return": seed_statistic([r.last_mean for r in per_seed]),
-        "episode_means": [round(v, 4) for v in pooled.episode_means.tolist()],
-        "seed_episode_means": [[round(v, 4) for v in r.episode_means.tolist()] for r in per_seed],
-    }
-    if normalised:
-        metrics["normalised_best"] = seed_statistic([n["best"] for n in normalised])
-        metrics["normalised_last"] = seed_statistic([n["last"] for n in normalised])
-    if protocol.action_noise:
-        metrics["action_noise"] = protocol.action_noise
-    return {**metrics, **record}
+) -> EvalResult:
+    """The evaluations at every seed as one result whose summary (the eval JSON) carries the
+    checkpoint, the references of each seed, the mean and t-interval over seeds and the provenance."""
+    normalised = [s["normalised"] for s in scales]
+    result = stack_seeds(per_seed)
+    result.info.update(checkpoint=checkpoint, variant=variant, split_seed=protocol.split_seed)
+    if scales:
+        result.info.update(
+            scales[0]
+            if len(scales) == 1
+            else {
+                "seed_reference": [s["reference"] for s in scales],
+                "seed_normalised": normalised,
+            }
+        )
+    if len(per_seed) > 1:
+        result.info["over_seeds"] = {
+            "interval": "95% Student-t interval over evaluation seeds",
+            "best_mean": seed_statistic([r.best_mean for r in per_seed]),
+            "last_mean": seed_statistic([r.last_mean for r in per_seed]),
+            **({"normalised_best": seed_statistic([n["best"] for n in normalised])} if normalised else {}),
+        }
+    result.info.update(record)
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,27 +215,9 @@ def run(args: argparse.Namespace) -> int:
             normalised.append(scale["normalised"])
         per_seed.append(result)
     record = provenance(protocol.command(str(args.checkpoint)), card.get("training", {}).get("dataset"))
-    result = stack_seeds(per_seed)
-    result.info.update(
-        checkpoint=str(args.checkpoint), variant=variant_name(policy.config), split_seed=protocol.split_seed
+    result = stacked_summary(
+        per_seed, scales, protocol, str(args.checkpoint), variant_name(policy.config), record
     )
-    if scales:
-        result.info.update(
-            scales[0]
-            if len(scales) == 1
-            else {
-                "seed_reference": [s["reference"] for s in scales],
-                "seed_normalised": [s["normalised"] for s in scales],
-            }
-        )
-    if len(per_seed) > 1:
-        result.info["over_seeds"] = {
-            "interval": "95% Student-t interval over evaluation seeds",
-            "best_mean": seed_statistic([r.best_mean for r in per_seed]),
-            "last_mean": seed_statistic([r.last_mean for r in per_seed]),
-            **({"normalised_best": seed_statistic([n["best"] for n in normalised])} if normalised else {}),
-        }
-    result.info.update(record)
     json_path = Path(args.json) if args.json else Path(args.checkpoint) / f"eval-{protocol.tasks}.json"
     csv_path = Path(args.csv) if args.csv else json_path.with_suffix(".csv")
     png_path = Path(args.png) if args.png else json_path.with_suffix(".png")

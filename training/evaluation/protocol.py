@@ -25,6 +25,7 @@ from scipy import stats
 
 from t2mir_model import card_action_noise
 from training.datasets.format import MANIFEST_NAME, sha256_file
+from training.evaluation.runner import EvalResult, stack_seeds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_MANIFESTS = REPO_ROOT / "docs" / "manifests"
@@ -121,3 +122,31 @@ def manifest_sha256(dataset: str | Path | None) -> str:
 def provenance(command: str, dataset: str | Path | None) -> dict[str, str]:
     """What reproduces a figure: the command, the code's git commit, the dataset manifest's sha256."""
     return {"command": command, "commit": git_commit(), "dataset_manifest_sha256": manifest_sha256(dataset)}
+
+
+def measured_metrics(
+    protocol: EvalProtocol,
+    per_seed: list[EvalResult],
+    normalised: list[dict[str, float]],
+    record: dict[str, str],
+) -> dict[str, Any]:
+    """The ``metrics`` block of a card: the protocol, each figure's mean and t-interval over seeds."""
+    pooled = stack_seeds(per_seed)
+    metrics: dict[str, Any] = {
+        "eval_tasks": protocol.tasks,
+        "episodes": protocol.episodes,
+        "seeds": list(protocol.seeds),
+        "split_seed": protocol.split_seed,
+        "sample": protocol.sample,
+        "interval": "95% Student-t interval over evaluation seeds",
+        "best_episode_mean_return": seed_statistic([r.best_mean for r in per_seed]),
+        "last_episode_mean_return": seed_statistic([r.last_mean for r in per_seed]),
+        "episode_means": [round(v, 4) for v in pooled.episode_means.tolist()],
+        "seed_episode_means": [[round(v, 4) for v in r.episode_means.tolist()] for r in per_seed],
+    }
+    if normalised:
+        metrics["normalised_best"] = seed_statistic([n["best"] for n in normalised])
+        metrics["normalised_last"] = seed_statistic([n["last"] for n in normalised])
+    if protocol.action_noise:
+        metrics["action_noise"] = protocol.action_noise
+    return {**metrics, **record}

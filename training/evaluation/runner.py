@@ -85,25 +85,6 @@ class EvalResult:
             data["sample"],
         )
 
-    def card_metrics(self, split: str = "test") -> dict:
-        """The ``metrics`` block of a model card (what the shipped-checkpoint test re-checks)."""
-        low, high = bootstrap_ci(self.returns[:, -1], self.seed)
-        flags = "" if self.sample else " --greedy"
-        if self.info.get("action_noise"):
-            flags += f" --action-noise {self.info['action_noise']}"
-        return {
-            "eval_tasks": split,
-            "episodes": int(self.returns.shape[1]),
-            "seed": self.seed,
-            "sample": self.sample,
-            "last_episode_mean_return": round(self.last_mean, 4),
-            "last_episode_ci95": [round(low, 4), round(high, 4)],
-            "best_episode_mean_return": round(self.best_mean, 4),
-            "episode_means": [round(v, 4) for v in self.episode_means.tolist()],
-            "command": f"t2mir eval --checkpoint DIR --episodes {self.returns.shape[1]} --seed {self.seed}{flags} --update-card",
-            **({"action_noise": self.info["action_noise"]} if self.info.get("action_noise") else {}),
-        }
-
     def write(self, json_path: str | Path | None = None, csv_path: str | Path | None = None) -> None:
         """Write the summary JSON and a task x episode CSV."""
         if json_path:

@@ -35,7 +35,7 @@ from t2mir_model import (
 from training.datasets import LearningHistoryDataset, load_dataset
 from training.envs import task_split
 from training.evaluation import EvalResult, evaluate
-from training.evaluation.protocol import provenance
+from training.evaluation.protocol import EvalProtocol, measured_metrics, provenance
 from training.train.batches import to_policy_batches
 from training.train.config import TrainConfig
 from training.train.schedule import lr_factor
@@ -180,7 +180,9 @@ def _card(config: TrainConfig, step: int, wall: float, result: EvalResult | None
         },
     }
     if result is not None:
-        card["metrics"] = result.card_metrics("test")
+        protocol = EvalProtocol((result.seed,), int(result.returns.shape[1]), sample=result.sample)
+        record = provenance(protocol.command(str(Path(config.out) / "final")), config.dataset)
+        card["metrics"] = measured_metrics(protocol, [result], [], record)
     return card
 
 
