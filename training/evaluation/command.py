@@ -35,6 +35,7 @@ from t2mir_model import (
 from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
 from training.evaluation.protocol import (
+    INTERVAL,
     EvalProtocol,
     card_protocol,
     measured_metrics,
@@ -165,7 +166,7 @@ def stacked_summary(
         )
     if len(per_seed) > 1:
         result.info["over_seeds"] = {
-            "interval": "95% Student-t interval over evaluation seeds",
+            "interval": INTERVAL,
             "best_mean": seed_statistic([r.best_mean for r in per_seed]),
             "last_mean": seed_statistic([r.last_mean for r in per_seed]),
             **({"normalised_best": seed_statistic([n["best"] for n in normalised])} if normalised else {}),

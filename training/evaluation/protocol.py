@@ -27,6 +27,9 @@ from t2mir_model import card_action_noise
 from training.datasets.format import MANIFEST_NAME, sha256_file
 from training.evaluation.runner import EvalResult, stack_seeds
 
+INTERVAL = "95% Student-t interval over evaluation seeds"
+"""What the ``ci95`` of a figure measured at several evaluation seeds is (recorded beside it)."""
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_MANIFESTS = REPO_ROOT / "docs" / "manifests"
 """Committed copies of the manifests of the datasets the shipped models trained on (by dataset name)."""
@@ -138,7 +141,7 @@ def measured_metrics(
         "seeds": list(protocol.seeds),
         "split_seed": protocol.split_seed,
         "sample": protocol.sample,
-        "interval": "95% Student-t interval over evaluation seeds",
+        "interval": INTERVAL,
         "best_episode_mean_return": seed_statistic([r.best_mean for r in per_seed]),
         "last_episode_mean_return": seed_statistic([r.last_mean for r in per_seed]),
         "episode_means": [round(v, 4) for v in pooled.episode_means.tolist()],
