@@ -42,7 +42,7 @@ from training.evaluation.protocol import (
     provenance,
     seed_statistic,
 )
-from training.evaluation.reference import reference_scale
+from training.evaluation.reference import normalised_score, reference_scale
 from training.evaluation.runner import EvalResult, bootstrap_ci, evaluate, stack_seeds
 
 
@@ -151,18 +151,24 @@ def stacked_summary(
     record: dict[str, str],
 ) -> EvalResult:
     """The evaluations at every seed as one result whose summary (the eval JSON) carries the
-    checkpoint, the references of each seed, the mean and t-interval over seeds and the provenance."""
+    checkpoint, the mean and t-interval over seeds and the provenance. With references (DarkRoom,
+    Point-Robot), ``reference`` / ``normalised`` are those of the pooled curve on the seeds' mean
+    references, and ``seed_reference`` / ``seed_normalised`` each seed's own."""
     normalised = [s["normalised"] for s in scales]
     result = stack_seeds(per_seed)
     result.info.update(checkpoint=checkpoint, variant=variant, split_seed=protocol.split_seed)
-    if scales:
+    if len(scales) == 1:
+        result.info.update(scales[0])
+    elif scales:
+        refs = {k: float(np.mean([s["reference"][k] for s in scales])) for k in scales[0]["reference"]}
         result.info.update(
-            scales[0]
-            if len(scales) == 1
-            else {
-                "seed_reference": [s["reference"] for s in scales],
-                "seed_normalised": normalised,
-            }
+            reference=refs,
+            normalised={
+                "best": normalised_score(result.best_mean, refs["stay"], refs["oracle"]),
+                "last": normalised_score(result.last_mean, refs["stay"], refs["oracle"]),
+            },
+            seed_reference=[s["reference"] for s in scales],
+            seed_normalised=normalised,
         )
     if len(per_seed) > 1:
         result.info["over_seeds"] = {

@@ -58,9 +58,10 @@ class EvalResult:
     def summary(self) -> dict:
         """JSON-ready summary: per-episode means with 95% CIs, last-episode mean and CI."""
         cis = [bootstrap_ci(self.returns[:, e], self.seed) for e in range(self.returns.shape[1])]
+        seeds = self.info.get("seeds", [self.seed])
         return {
             "env_id": self.env_id,
-            "tasks": self.tasks,
+            "tasks": self.tasks[: len(self.tasks) // len(seeds)],  # each seed's rows, in this order
             "seed": self.seed,
             "sample": self.sample,
             "episodes": int(self.returns.shape[1]),
@@ -75,14 +76,16 @@ class EvalResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> EvalResult:
-        """Read back a summary written by ``write``."""
+        """Read back a summary written by ``write`` (rows of several evaluation seeds stay stacked)."""
         data = json.loads(Path(path).read_text())
+        seeds = data.get("seeds", [data["seed"]])
         return cls(
             data["env_id"],
-            data["tasks"],
+            data["tasks"] * len(seeds),
             np.array(data["returns"], dtype=float),
             data["seed"],
             data["sample"],
+            {"seeds": seeds} if len(seeds) > 1 else {},
         )
 
     def write(self, json_path: str | Path | None = None, csv_path: str | Path | None = None) -> None:
