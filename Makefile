@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_UPDATED := /tmp/.t2mir-apt-updated
 
-.PHONY: setup system-deps test lint demo clean
+.PHONY: setup system-deps test lint demo results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ lint: setup
 
 demo: setup
 	$(BIN)/t2mir demo
+
+# Results tables (README.md, docs/results.md), docs/evals/INDEX.md and the result plots, rebuilt from
+# the committed evaluation files in docs/evals/ as docs/evals/results.toml assigns them.
+results: setup
+	$(BIN)/t2mir results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info

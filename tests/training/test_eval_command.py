@@ -13,6 +13,7 @@ from t2mir_model.cli import main
 from t2mir_model.history import SessionHistory
 from training.envs import ENV_IDS, env_info, task_split
 from training.evaluation import evaluate
+from training.evaluation.protocol import EvalProtocol, measured_metrics, provenance
 
 POINT_ROBOT = Path(__file__).resolve().parents[2] / "checkpoints" / "pointrobot-t2mir-ad"
 
@@ -70,8 +71,10 @@ def test_action_noise_is_seeded_recorded_and_stays_in_the_box():
     np.testing.assert_array_equal(noisy.returns, again.returns)
     assert not np.allclose(noisy.returns, plain.returns)
     assert noisy.summary()["action_noise"] == 0.5 and "action_noise" not in plain.summary()
-    assert "--action-noise 0.5" in noisy.card_metrics()["command"]
-    assert noisy.card_metrics()["action_noise"] == 0.5
+    protocol = EvalProtocol((5,), 2, action_noise=0.5)
+    assert "--action-noise 0.5" in protocol.command("C")
+    metrics = measured_metrics(protocol, [noisy], [], provenance(protocol.command("C"), None))
+    assert metrics["action_noise"] == 0.5 and "--action-noise 0.5" in metrics["command"]
     histories = [SessionHistory() for _ in tasks]
     evaluate(policy, tasks, 1, seed=5, action_noise=10.0, histories=histories)
     for history in histories:

@@ -1,10 +1,11 @@
 """Every shipped checkpoint loads, and a short in-context evaluation reproduces its card's numbers.
 
-The card records the per-episode mean returns of the evaluation that was run when the checkpoint
-was made (held-out tasks, seed, sampling). Evaluation is deterministic for a seed, and its first K
-episodes do not depend on how many episodes follow, so re-running K episodes must give the card's
-first K episode means; the tolerance only absorbs floating-point differences between machines that
-can flip a sampled action. A change to the model code that alters behaviour fails here.
+The card records the protocol of its measurement (held-out tasks, evaluation seeds, sampling,
+exploration noise) and the per-episode mean returns at each seed. Evaluation is deterministic for a
+seed, and its first K episodes do not depend on how many episodes follow, so re-running K episodes
+at the card's first seed must give that seed's first K episode means; the tolerance only absorbs
+floating-point differences between machines that can flip a sampled action. A change to the model
+code that alters behaviour fails here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import pytest
 import torch
 
 from t2mir_model import T2MIRPolicy, read_card
-from training.envs import task_split
+from training.envs import env_info, task_split
 from training.evaluation import evaluate
+from training.evaluation.protocol import card_protocol
 
 CHECKPOINTS = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
 EPISODES = 3
@@ -37,15 +39,17 @@ def test_checkpoint_reproduces_its_card(checkpoint):
     assert card["env_id"] == policy.config.env_id
     metrics = card["metrics"]
     assert "training" in card and card["training"]["command"].startswith("t2mir train")
-    tasks = task_split(policy.config.env_id, 0)[1]
+    protocol = card_protocol(card, env_info(policy.config.env_id).eval_episodes)
+    train_tasks, test_tasks = task_split(policy.config.env_id, protocol.split_seed)
     result = evaluate(
         policy,
-        tasks,
+        test_tasks if protocol.tasks == "test" else train_tasks,
         EPISODES,
-        seed=metrics["seed"],
-        sample=metrics["sample"],
-        action_noise=metrics.get("action_noise", 0.0),
+        seed=protocol.seeds[0],
+        sample=protocol.sample,
+        action_noise=protocol.action_noise,
     )
-    expected = np.array(metrics["episode_means"][:EPISODES])
-    spread = max(metrics["episode_means"]) - min(metrics["episode_means"])
+    first_seed = metrics.get("seed_episode_means", [metrics["episode_means"]])[0]
+    expected = np.array(first_seed[:EPISODES])
+    spread = max(first_seed) - min(first_seed)
     np.testing.assert_allclose(result.episode_means, expected, atol=TOLERANCE * spread + 1e-6, rtol=0)

@@ -58,9 +58,10 @@ class EvalResult:
     def summary(self) -> dict:
         """JSON-ready summary: per-episode means with 95% CIs, last-episode mean and CI."""
         cis = [bootstrap_ci(self.returns[:, e], self.seed) for e in range(self.returns.shape[1])]
+        seeds = self.info.get("seeds", [self.seed])
         return {
             "env_id": self.env_id,
-            "tasks": self.tasks,
+            "tasks": self.tasks[: len(self.tasks) // len(seeds)],  # each seed's rows, in this order
             "seed": self.seed,
             "sample": self.sample,
             "episodes": int(self.returns.shape[1]),
@@ -75,34 +76,17 @@ class EvalResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> EvalResult:
-        """Read back a summary written by ``write``."""
+        """Read back a summary written by ``write`` (rows of several evaluation seeds stay stacked)."""
         data = json.loads(Path(path).read_text())
+        seeds = data.get("seeds", [data["seed"]])
         return cls(
             data["env_id"],
-            data["tasks"],
+            data["tasks"] * len(seeds),
             np.array(data["returns"], dtype=float),
             data["seed"],
             data["sample"],
+            {"seeds": seeds} if len(seeds) > 1 else {},
         )
-
-    def card_metrics(self, split: str = "test") -> dict:
-        """The ``metrics`` block of a model card (what the shipped-checkpoint test re-checks)."""
-        low, high = bootstrap_ci(self.returns[:, -1], self.seed)
-        flags = "" if self.sample else " --greedy"
-        if self.info.get("action_noise"):
-            flags += f" --action-noise {self.info['action_noise']}"
-        return {
-            "eval_tasks": split,
-            "episodes": int(self.returns.shape[1]),
-            "seed": self.seed,
-            "sample": self.sample,
-            "last_episode_mean_return": round(self.last_mean, 4),
-            "last_episode_ci95": [round(low, 4), round(high, 4)],
-            "best_episode_mean_return": round(self.best_mean, 4),
-            "episode_means": [round(v, 4) for v in self.episode_means.tolist()],
-            "command": f"t2mir eval --checkpoint DIR --episodes {self.returns.shape[1]} --seed {self.seed}{flags} --update-card",
-            **({"action_noise": self.info["action_noise"]} if self.info.get("action_noise") else {}),
-        }
 
     def write(self, json_path: str | Path | None = None, csv_path: str | Path | None = None) -> None:
         """Write the summary JSON and a task x episode CSV."""
@@ -111,10 +95,12 @@ class EvalResult:
             Path(json_path).write_text(json.dumps(self.summary(), indent=2) + "\n")
         if csv_path:
             Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-            lines = ["task," + ",".join(f"episode_{e + 1}" for e in range(self.returns.shape[1]))]
+            seeds = self.info.get("seeds", [self.seed])
+            rows_per_seed = len(self.tasks) // len(seeds)
+            lines = ["seed,task," + ",".join(f"episode_{e + 1}" for e in range(self.returns.shape[1]))]
             lines += [
-                f"{t}," + ",".join(f"{r:.4f}" for r in row)
-                for t, row in zip(self.tasks, self.returns, strict=True)
+                f"{seeds[row // rows_per_seed]},{t}," + ",".join(f"{r:.4f}" for r in returns)
+                for row, (t, returns) in enumerate(zip(self.tasks, self.returns, strict=True))
             ]
             Path(csv_path).write_text("\n".join(lines) + "\n")
 
@@ -137,6 +123,30 @@ def pool_runs(results: list[EvalResult]) -> EvalResult:
         raise ValueError("pooled runs must share env, tasks, episodes, evaluation seed and sampling")
     returns = np.concatenate([r.returns for r in results])  # (runs * n_tasks, n_episodes)
     info = {"runs": len(results), "run_best": [r.best_mean for r in results]}
+    return EvalResult(first.env_id, first.tasks * len(results), returns, first.seed, first.sample, info)
+
+
+def stack_seeds(results: list[EvalResult]) -> EvalResult:
+    """Evaluations of one checkpoint at several evaluation seeds as one result.
+
+    The results must share environment, tasks, episode count and sampling. Rows of the stacked
+    returns are (seed, task) pairs in the order given, so its episode means average over seeds and
+    tasks; ``seed`` is the first seed and ``info["seeds"]`` lists them all. One result is returned
+    as it is.
+    """
+    if not results:
+        raise ValueError("no evaluations to stack")
+    first = results[0]
+    if len(results) == 1:
+        return first
+
+    def shared(r: EvalResult) -> tuple:
+        return r.env_id, r.tasks, r.returns.shape, r.sample, r.info.get("action_noise")
+
+    if any(shared(r) != shared(first) for r in results[1:]):
+        raise ValueError("stacked evaluations must share env, tasks, episodes, sampling and noise")
+    returns = np.concatenate([r.returns for r in results])  # (seeds * n_tasks, n_episodes)
+    info = {**first.info, "seeds": [r.seed for r in results]}
     return EvalResult(first.env_id, first.tasks * len(results), returns, first.seed, first.sample, info)
 
 

@@ -35,6 +35,7 @@ from t2mir_model import (
 from training.datasets import LearningHistoryDataset, load_dataset
 from training.envs import task_split
 from training.evaluation import EvalResult, evaluate
+from training.evaluation.protocol import EvalProtocol, measured_metrics, provenance
 from training.train.batches import to_policy_batches
 from training.train.config import TrainConfig
 from training.train.schedule import lr_factor
@@ -167,10 +168,11 @@ def _log_step(writer: SummaryWriter, loss: LossOutput, lr: float, grad_norm: flo
 
 
 def _card(config: TrainConfig, step: int, wall: float, result: EvalResult | None) -> dict:
+    command = "t2mir " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     card = {
         "name": Path(config.out).name,
         "training": {
-            "command": "t2mir " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
+            **provenance(command, config.dataset),
             "steps": step,
             "wall_seconds": round(wall, 1),
             "dataset": config.dataset,
@@ -178,7 +180,9 @@ def _card(config: TrainConfig, step: int, wall: float, result: EvalResult | None
         },
     }
     if result is not None:
-        card["metrics"] = result.card_metrics("test")
+        protocol = EvalProtocol((result.seed,), int(result.returns.shape[1]), sample=result.sample)
+        record = provenance(protocol.command(str(Path(config.out) / "final")), config.dataset)
+        card["metrics"] = measured_metrics(protocol, [result], [], record)
     return card
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Everything this project checks on a lent GPU, as one time-boxed run (the lease is short and
-# CI never has a GPU). Run from the repository root on the GPU machine, with the DarkRoom dataset in
-# data/darkroom-mixed (`t2mir collect --env t2mir/DarkRoom-v0 --quality mixed --budget paper
-# --out data/darkroom-mixed`) and any missing Python packages importable:
+# A time-boxed GPU benchmark and training run: everything this project checks on a GPU, finished
+# before a deadline (CI never has a GPU). Run from the repository root on the GPU machine, with the
+# DarkRoom dataset in data/darkroom-mixed (`t2mir collect --env t2mir/DarkRoom-v0 --quality mixed
+# --budget paper --out data/darkroom-mixed`) and any missing Python packages importable:
 #
-#   OUT=results-dir DEADLINE_S=520 bash tests/gpu_lease.sh
+#   OUT=results-dir DEADLINE_S=520 bash scripts/gpu_benchmark.sh
 #
 # (DEVICE=cpu STEPS=200 runs the same sequence on a CPU, to try the script itself.)
 #
@@ -22,7 +22,7 @@
 # 4. The CUDA-path tests (tests/model/test_cuda_path.py) while the runs train (CUDA_TESTS=0 skips).
 # 5. The runs' checkpoints and TensorBoard logs with every log of this script, packed into
 #    $OUT/gpu-runs.tar.gz (Cheetah-Vel's runs and dataset in gpu-cheetahvel.tar.gz); $OUT then holds
-#    at most 8 files (the device tool returns at most 8).
+#    at most 8 files.
 #
 # BENCH=0 skips step 1 (then set STEPS: the runs' length comes from its training benchmark).
 # CHEETAH_STEPS fixes the Cheetah-Vel runs' length (default: what fits before the deadline); DEVICE=cpu
