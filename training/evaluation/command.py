@@ -4,6 +4,9 @@ Usage: ``t2mir eval --checkpoint DIR [--episodes N] [--tasks test] [--split-seed
 
 On DarkRoom and Point-Robot the summary also holds the split's reference returns (stay, random,
 oracle) and the best / last episode means normalised on them (stay 0, oracle 1).
+
+An M3DT checkpoint (``"family": "m3dt"``) is evaluated on every task it was trained on
+(``training.m3dt.evaluate``); ``--compare DIR`` adds checkpoints evaluated on the same episodes.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from pathlib import Path
 import torch
 
 from t2mir_model import (
+    M3DT_FAMILY,
     MAX_ACTION_NOISE,
     T2MIRPolicy,
     check_action_noise,
     read_card,
+    read_family,
     update_card,
     variant_name,
 )
@@ -27,6 +32,7 @@ from training.envs import env_info, task_split
 from training.evaluation.plots import plot_returns
 from training.evaluation.reference import reference_scale
 from training.evaluation.runner import evaluate
+from training.m3dt.eval_command import add_m3dt_arguments, run_m3dt_eval
 
 
 def _positive_int(text: str) -> int:
@@ -79,12 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="record this evaluation as the checkpoint card's measured metrics",
     )
     parser.add_argument("--no-progress", action="store_true")
+    add_m3dt_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write JSON / CSV / PNG, print the summary."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if read_family(args.checkpoint) == M3DT_FAMILY:
+        return run_m3dt_eval(args)
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
     env_id = policy.config.env_id or read_card(args.checkpoint).get("env_id", "")
     train_tasks, test_tasks = task_split(env_id, args.split_seed)
