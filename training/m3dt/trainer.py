@@ -215,12 +215,12 @@ def train_m3dt(
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == end:
-                writer.add_scalar(f"loss/{STAGES[stage]}", float(loss), step)
+                writer.add_scalar(f"loss/{STAGES[stage]}", float(loss.detach()), step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
                 if stage == 2 and output.routing:
                     r = output.routing[-1]
                     writer.add_scalar("routing/entropy_last_layer", float(r.entropy / r.tokens), step)
-                bar.set_postfix(stage=STAGES[stage], loss=f"{float(loss):.4f}")
+                bar.set_postfix(stage=STAGES[stage], loss=f"{float(loss.detach()):.4f}")
             if step % cfg.checkpoint_every == 0 or step == end:
                 meta = {"step": step, "stage": stage, "groups": groups, "numpy_rng": rng.bit_generator.state}
                 _save_state(last, policy, optimizer, meta, base_card)
