@@ -38,3 +38,19 @@ def test_gradient_groups_follow_gradient_conflict():
     assert vectors.shape == (6, 3)
     groups = gradient_groups(6, 2, lambda t: grads[t], restarts=4, seed=0)
     assert len(set(groups[:3])) == 1 and len(set(groups[3:])) == 1 and groups[0] != groups[3]
+
+
+def test_result_plots_read_eval_files(tmp_path):
+    from training.m3dt.evaluate import mean_ci
+    from training.m3dt.plots import main
+
+    paths = []
+    for seed, score in enumerate((40.0, 50.0, 60.0)):
+        path = tmp_path / f"s{seed}.json"
+        path.write_text(f'[{{"mean_score": {score}}}]')
+        paths.append(str(path))
+    mean, half = mean_ci([40.0, 50.0, 60.0])
+    assert mean == 50.0 and abs(half - 4.303 * 10 / 3**0.5) < 1e-6
+    main(["bars", str(tmp_path / "b.png"), f"A={','.join(paths)}", f"B={paths[0]}"])
+    main(["sweep", str(tmp_path / "s.png"), f"M3DT@2={paths[0]}", f"M3DT@8={','.join(paths)}"])
+    assert (tmp_path / "b.png").stat().st_size > 0 and (tmp_path / "s.png").stat().st_size > 0
