@@ -49,7 +49,10 @@ class M3DTLayerRouting:
     @classmethod
     def summarize(cls, stats: Sequence[Self]) -> LayerRoutingSummary:
         """Sum one layer's statistics of several forwards (float32 on the CPU)."""
-        total = lambda name: torch.stack([getattr(s, name).float() for s in stats]).sum(0).cpu()  # noqa: E731
+
+        def total(name: str) -> Tensor:
+            return torch.stack([getattr(s, name).float() for s in stats]).sum(0).cpu()
+
         tokens = float(total("tokens"))
         return LayerRoutingSummary(
             layer=stats[0].layer,

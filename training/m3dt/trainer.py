@@ -18,6 +18,7 @@ grouping, per-task target returns).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -88,8 +89,6 @@ def make_optimizer(params: list[nn.Parameter], cfg: M3DTTrainConfig) -> torch.op
 
 def lr_at(step: int, length: int, cfg: M3DTTrainConfig) -> float:
     """Warmup then cosine decay to 10% within one stage."""
-    import math
-
     warm = min(cfg.warmup_steps, max(1, length // 10))
     if step < warm:
         return cfg.lr * (step + 1) / warm
