@@ -39,7 +39,8 @@ def run_m3dt_eval(args: argparse.Namespace) -> int:
     if args.update_card:
         for r in results:
             update_card(
-                r["checkpoint"], {"metrics": {k: r[k] for k in ("mean_score", "family_scores", "episodes")}}
+                r["checkpoint"],
+                {"metrics": {k: r[k] for k in ("mean_score", "family_scores", "episodes", "per_task")}},
             )
     print(f"wrote {path}")
     return 0

@@ -102,8 +102,11 @@ def evaluate_checkpoints(
     point_episodes: int = 3,
     seed: int = 10_000,
     progress: bool = True,
+    only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per checkpoint: per-task scores and their mean over tasks (see the module docstring)."""
+    """Per checkpoint: per-task scores and their mean over tasks (see the module docstring).
+
+    ``only``: evaluate just these tasks, on the same episodes as a full evaluation."""
     from tqdm import tqdm
 
     cards = [read_card(c) for c in checkpoints]
@@ -111,10 +114,10 @@ def evaluate_checkpoints(
     for c, card in zip(checkpoints, cards, strict=True):
         if [t.name for t in suite_of(card)] != [t.name for t in tasks]:
             raise ValueError(f"{c} was trained on other tasks than {checkpoints[0]}")
-    runners = [
-        TaskRunner(t, "test", seed + i)
-        for i, t in enumerate(tqdm(tasks, desc="simulators", disable=not progress))
-    ]
+    index = [i for i, t in enumerate(tasks) if only is None or t.name in only]  # positions seed episodes
+    tasks = [tasks[i] for i in index]
+    bar = tqdm(tasks, desc="simulators", disable=not progress)
+    runners = [TaskRunner(t, "test", seed + i) for i, t in zip(index, bar, strict=True)]
     results = []
     try:
         for c, card in zip(checkpoints, cards, strict=True):
@@ -131,7 +134,7 @@ def evaluate_checkpoints(
                     if e < (episodes if t.family == METAWORLD else point_episodes)
                 ]
                 for i in idx:
-                    runners[i].reseed(seed * 7 + 1000 * i + e)
+                    runners[i].reseed(seed * 7 + 1000 * index[i] + e)
                 out = run_episode_batch(
                     engine, [runners[i] for i in idx], [prompts[i] for i in idx], [targets[i] for i in idx], e
                 )
