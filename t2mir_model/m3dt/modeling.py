@@ -49,7 +49,10 @@ class M3DTLayerRouting:
     @classmethod
     def summarize(cls, stats: Sequence[Self]) -> LayerRoutingSummary:
         """Sum one layer's statistics of several forwards (float32 on the CPU)."""
-        total = lambda name: torch.stack([getattr(s, name).float() for s in stats]).sum(0).cpu()  # noqa: E731
+
+        def total(name: str) -> Tensor:
+            return torch.stack([getattr(s, name).float() for s in stats]).sum(0).cpu()
+
         tokens = float(total("tokens"))
         return LayerRoutingSummary(
             layer=stats[0].layer,
@@ -87,12 +90,10 @@ class SoftMoE(nn.Module):
         logits = self.router(h)  # (B, T, E)
         weights = torch.softmax(logits, dim=-1)  # (B, T, E)
         if expert_ids is not None:
-            gates = F.one_hot(expert_ids, weights.shape[-1]).to(h.dtype)[:, None].expand_as(weights)
-        elif self.top_k:
-            gates = top_k_gates(logits, self.top_k)
+            out = self._one_expert_per_row(h, expert_ids)
         else:
-            gates = weights
-        out = self.experts(h.reshape(b * t, d), gates.reshape(b * t, -1)).view(b, t, d)
+            gates = top_k_gates(logits, self.top_k) if self.top_k else weights  # (B, T, E)
+            out = self.experts(h.reshape(b * t, d), gates.reshape(b * t, -1)).view(b, t, d)
         w = weights.detach() * valid[..., None]  # (B, T, E), padding rows zero
         top = F.one_hot(weights.detach().argmax(-1), weights.shape[-1]) * valid[..., None]  # (B, T, E)
         entropy = -(weights.detach() * torch.log(weights.detach().clamp_min(1e-12))).sum(-1)  # (B, T)
@@ -104,6 +105,16 @@ class SoftMoE(nn.Module):
             tokens=valid.sum(),
         )
         return out, routing
+
+    def _one_expert_per_row(self, h: Tensor, expert_ids: Tensor) -> Tensor:
+        """h (B, T, d), expert_ids (B,) -> row b through expert expert_ids[b] alone (B, T, d).
+
+        Equals the bank's mixture with one-hot gates, at the cost of one expert instead of E."""
+        bank = self.experts
+        w1 = bank.w1.permute(1, 0, 2)[expert_ids]  # (B, d, hidden)
+        hidden = F.gelu(torch.baddbmm(bank.b1[expert_ids][:, None], h, w1))  # (B, T, hidden)
+        out = torch.baddbmm(bank.b2[expert_ids][:, None], hidden, bank.w2[expert_ids])  # (B, T, d)
+        return bank.dropout(out)
 
 
 class M3DTBlock(nn.Module):
@@ -118,12 +129,12 @@ class M3DTBlock(nn.Module):
         self.moe = SoftMoE(config) if config.moe else None
 
     def forward(
-        self, x: Tensor, mask: Tensor, valid: Tensor, layer: int, expert_ids: Tensor | None
+        self, x: Tensor, mask: Tensor, valid: Tensor, layer: int, expert_ids: Tensor | None, use_moe: bool
     ) -> tuple[Tensor, M3DTLayerRouting | None]:
         """x (B, T, d), mask (B, 1, T, T), valid (B, T) -> (x (B, T, d), routing or None)."""
         x = x + self.attn(self.ln1(x), mask)[0]
         h = self.ln2(x)
-        if self.moe is None:
+        if self.moe is None or not use_moe:
             return x + self.mlp(h), None
         moe_out, routing = self.moe(h, valid, layer, expert_ids)
         return x + self.mlp(h) + moe_out, routing
@@ -163,8 +174,11 @@ class M3DTPolicy(nn.Module):
         self.ln_f = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.act_dim)
 
-    def forward(self, batch: M3DTBatch, expert_ids: Tensor | None = None) -> M3DTOutput:
-        """batch (B rows; P prompt, K window steps), expert_ids (B,) or None -> actions (B, K, act_dim)."""
+    def forward(self, batch: M3DTBatch, expert_ids: Tensor | None = None, use_moe: bool = True) -> M3DTOutput:
+        """batch (B rows; P prompt, K window steps) -> actions (B, K, act_dim).
+
+        ``expert_ids`` (B,): route every token of row b to expert expert_ids[b] only (stage 2);
+        ``use_moe=False``: the backbone alone, without the MoE branch (stage 1)."""
         c = self.config
         scale = c.rtg_scale
         prompt = self.prompt_embed(
@@ -176,16 +190,18 @@ class M3DTPolicy(nn.Module):
         mask = full_attention_mask(valid, torch.zeros_like(valid), dense=False)  # (B, 1, T, T)
         routing = []
         for i, block in enumerate(self.blocks):
-            x, stats = block(x, mask, valid, i, expert_ids)
+            x, stats = block(x, mask, valid, i, expert_ids, use_moe)
             if stats is not None:
                 routing.append(stats)
         p = batch.prompt_mask.shape[1]
         states = self.ln_f(x)[:, 3 * p + 1 :: 3]  # (B, K, d): the window's s_t tokens
         return M3DTOutput(actions=torch.tanh(self.head(states)), routing=tuple(routing))
 
-    def loss(self, batch: M3DTBatch, expert_ids: Tensor | None = None) -> tuple[Tensor, M3DTOutput]:
+    def loss(
+        self, batch: M3DTBatch, expert_ids: Tensor | None = None, use_moe: bool = True
+    ) -> tuple[Tensor, M3DTOutput]:
         """MSE of the predicted actions on real window steps and each row's real action dimensions."""
-        out = self(batch, expert_ids)
+        out = self(batch, expert_ids, use_moe)
         weight = batch.mask[..., None] & batch.action_mask[:, None, :]  # (B, K, a)
         err = (out.actions - batch.actions) ** 2 * weight
         return err.sum() / weight.sum().clamp_min(1), out

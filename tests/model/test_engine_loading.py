@@ -15,15 +15,21 @@ from t2mir_model import (
     DecodeEngine,
     EngineOptions,
     KVCache,
+    M3DTActRequest,
+    M3DTEngine,
     PolicyEngine,
     SessionHistory,
     T2MIRPolicy,
     load_engine,
+    load_prompts,
+    read_card,
     read_family,
     variant_name,
 )
 
-SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
+ALL_SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
+SHIPPED = [p for p in ALL_SHIPPED if read_family(p) == "t2mir"]
+SHIPPED_M3DT = [p for p in ALL_SHIPPED if read_family(p) == "m3dt"]
 
 
 def protocol_members(protocol: type) -> set[str]:
@@ -52,6 +58,20 @@ def test_shipped_checkpoints_load_as_t2mir_engines(directory):
     history.observe(torch.zeros(engine.config.observation.dim))
     (result,) = engine.act([ActRequest("s", history)]).results
     assert not result.cache_hit
+
+
+@pytest.mark.parametrize("directory", SHIPPED_M3DT, ids=lambda p: p.name)
+def test_shipped_m3dt_checkpoints_load_as_m3dt_engines(directory):
+    engine = load_engine(directory, EngineOptions(cache_slots=2))
+    assert isinstance(engine, M3DTEngine) and engine.num_slots == 2
+    prompts = load_prompts(directory)
+    assert set(prompts) == set(read_card(directory)["tasks"])
+    name = sorted(prompts)[0]
+    history = SessionHistory()
+    history.observe(torch.zeros(prompts[name].obs_width))
+    request = M3DTActRequest(key="s", history=history, prompt=prompts[name], target_return=1.0)
+    (result,) = engine.act([request]).results
+    assert result.action.shape == (prompts[name].action_width,)
 
 
 def save(tmp_path: Path, **moe: object) -> Path:

@@ -240,3 +240,16 @@ def test_engine_refuses_bad_requests():
         engine.act([M3DTActRequest(key=0, history=h, prompt=prompt(), target_return=1.0)] * 2)
     with pytest.raises(ValueError, match="width"):
         engine.act([M3DTActRequest(key=0, history=history(1, obs_w=3), prompt=prompt(), target_return=1.0)])
+
+
+def test_forced_expert_path_equals_one_hot_mixture():
+    p = policy()
+    batch = stack_rows([window_row(p.config, history(t), prompt(), 1.0) for t in (1, 4)])
+    ids = torch.tensor([2, 0])
+    fast = p(batch, expert_ids=ids).actions
+    moe = p.blocks[0].moe
+    h = torch.randn(2, 5, 16)
+    gates = torch.nn.functional.one_hot(ids, 3).float()[:, None].expand(2, 5, 3)
+    dense = moe.experts(h.reshape(10, 16), gates.reshape(10, 3)).view(2, 5, 16)
+    assert torch.allclose(moe._one_expert_per_row(h, ids), dense, atol=1e-5)
+    assert fast.shape == (2, 4, 3)

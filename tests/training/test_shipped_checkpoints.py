@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from t2mir_model import T2MIRPolicy, read_card
+from t2mir_model import T2MIRPolicy, read_card, read_family
 from training.envs import env_info, task_split
 from training.evaluation import evaluate
 from training.evaluation.protocol import card_protocol
 
-CHECKPOINTS = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
+SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
+CHECKPOINTS = [p for p in SHIPPED if read_family(p) == "t2mir"]
+M3DT_CHECKPOINTS = [p for p in SHIPPED if read_family(p) == "m3dt"]
 EPISODES = 3
 TOLERANCE = 0.05  # relative to the spread between the worst and best episode mean on the card, plus 1e-6
 
@@ -53,3 +55,25 @@ def test_checkpoint_reproduces_its_card(checkpoint):
     expected = np.array(first_seed[:EPISODES])
     spread = max(first_seed) - min(first_seed)
     np.testing.assert_allclose(result.episode_means, expected, atol=TOLERANCE * spread + 1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("checkpoint", M3DT_CHECKPOINTS, ids=[p.name for p in M3DT_CHECKPOINTS])
+def test_m3dt_checkpoint_reproduces_its_card_on_point_robot_tasks(checkpoint):
+    """Three Point-Robot goals replayed on the card's episodes give the card's per-task scores."""
+    from training.m3dt.evaluate import evaluate_checkpoints
+
+    torch.set_num_threads(1)
+    card = read_card(checkpoint)
+    metrics = card["metrics"]
+    assert card["training"]["command"].startswith("t2mir train") and card["data"]["dataset_sha256"]
+    names = [n for n in card["tasks"] if n.startswith("point-robot")][:3]
+    (result,) = evaluate_checkpoints(
+        [checkpoint],
+        metrics["episodes"]["metaworld"],
+        metrics["episodes"]["point-robot"],
+        seed=metrics["episodes"]["seed"],
+        progress=False,
+        only=names,
+    )
+    for name in names:
+        assert result["per_task"][name] == pytest.approx(metrics["per_task"][name], abs=1e-3)

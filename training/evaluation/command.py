@@ -10,6 +10,9 @@ split of split seed 0, sampled discrete actions and no exploration noise. With s
 summary reports each figure's mean over the seeds and a 95% t-interval over them. On DarkRoom and
 Point-Robot the summary also holds the split's reference returns (stay, random, oracle) and the
 best / last episode means normalised on them (stay 0, oracle 1).
+
+An M3DT checkpoint (``"family": "m3dt"``) is evaluated on every task it was trained on
+(``training.m3dt.evaluate``); ``--compare DIR`` adds checkpoints evaluated on the same episodes.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import numpy as np
 import torch
 
 from t2mir_model import (
+    M3DT_FAMILY,
     MAX_ACTION_NOISE,
     T2MIRPolicy,
     check_action_noise,
     read_card,
+    read_family,
     update_card,
     variant_name,
 )
@@ -44,6 +49,7 @@ from training.evaluation.protocol import (
 )
 from training.evaluation.reference import normalised_score, reference_scale
 from training.evaluation.runner import EvalResult, bootstrap_ci, evaluate, stack_seeds
+from training.m3dt.eval_command import add_m3dt_arguments, run_m3dt_eval
 
 
 def _positive_int(text: str) -> int:
@@ -126,6 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="record this evaluation as the checkpoint card's measured metrics",
     )
     parser.add_argument("--no-progress", action="store_true")
+    add_m3dt_arguments(parser)
 
 
 def resolve_protocol(args: argparse.Namespace, card: dict[str, Any], env_id: str) -> EvalProtocol:
@@ -185,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate at every seed, write JSON / CSV / PNG, print the summary."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if read_family(args.checkpoint) == M3DT_FAMILY:
+        return run_m3dt_eval(args)
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
     card = read_card(args.checkpoint)
     env_id = policy.config.env_id or card.get("env_id", "")

@@ -185,11 +185,16 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_suite(args: argparse.Namespace) -> int:
     """Run ``t2mir collect --suite m3dt``; 0 when every task is on disk."""
-    command = shlex.join(
-        ["t2mir", "collect", "--suite", "m3dt", "--out", args.out, "--episodes", str(args.episodes)]
-        + ["--point-episodes", str(args.point_episodes), "--n-metaworld", str(args.n_metaworld)]
-        + ["--n-point", str(args.n_point), "--seed", str(args.seed), "--workers", str(args.workers)]
-    )
+    flags = {
+        "--out": args.out,
+        "--episodes": args.episodes,
+        "--point-episodes": args.point_episodes,
+        "--n-metaworld": args.n_metaworld,
+        "--n-point": args.n_point,
+        "--seed": args.seed,
+        "--workers": args.workers,
+    }
+    command = shlex.join(["t2mir", "collect", "--suite", "m3dt", *(f"{k}={v}" for k, v in flags.items())])
     cfg = SuiteCollectConfig(
         out=args.out,
         n_metaworld=args.n_metaworld,

@@ -4,8 +4,9 @@ Every task is stepped through `TaskRunner`, which hides the family: observations
 task's own width, actions go in normalised to [-1, 1] at the task's own width. Widths are padded to
 the model's shared widths (39 observation features, 4 action dimensions) only inside the model.
 
-Meta-World: each task is ``metaworld.ML1(name, seed)``; training data uses its 50 train goals,
-evaluation its test goals (goal variations never seen in training). The goal is observable (as in
+Meta-World: training data uses the 50 train goals of ``metaworld.ML1(name, seed)``; evaluation
+(split 'test') draws a fresh goal per episode with Meta-World's own reset rule from the evaluation
+seed's stream (goal variations never seen in training; no ML1 build, which costs seconds per task). The goal is observable (as in
 MT50: obs[36:39]), which the scripted experts need. Episodes are cut at ``METAWORLD_STEPS`` = 150
 steps (the experts solve most tasks well within that; Meta-World's own horizon is 500) to fit a CPU
 budget; success = Meta-World's ``info["success"]`` at any step. Expert actions get Gaussian noise of
@@ -81,7 +82,7 @@ class TaskRunner:
     """Resets and steps one task; ``expert`` gives the (noisy) scripted / oracle action."""
 
     def __init__(self, task: SuiteTask, split: str, seed: int) -> None:
-        """``split``: 'train' (collection goals) or 'test' (evaluation goals, Meta-World only)."""
+        """``split``: 'train' (ML1 train goals, cycled) or 'test' (a fresh goal each episode)."""
         self.task = task
         self.rng = np.random.default_rng(seed)
         self._position = np.zeros(2)
@@ -90,34 +91,47 @@ class TaskRunner:
             from metaworld.env_dict import ALL_V3_ENVIRONMENTS
             from metaworld.policies import ENV_POLICY_MAP
 
-            bench = metaworld.ML1(task.name, seed=seed)
             self._env: Any = ALL_V3_ENVIRONMENTS[task.name]()
             self._expert: Any = ENV_POLICY_MAP[task.name]()
-            # Meta-World's goals are opaque blobs: a separate reader env decodes each into its goal
-            # vector (never unpickled here), then the acting env gets them with the goal observable.
-            reader = ALL_V3_ENVIRONMENTS[task.name]()
-            self._goals = []
-            for mw_task in bench.train_tasks if split == "train" else bench.test_tasks:
-                reader.set_task(mw_task)
-                data = {
-                    "rand_vec": reader._last_rand_vec,
-                    "env_cls": type(reader),
-                    "partially_observable": False,
-                }
-                self._goals.append(metaworld.Task(env_name=task.name, data=pickle.dumps(data)))
-            reader.close()
+            self._task_type = metaworld.Task
+            self._goals: list[Any] = []
+            if split == "train":
+                # Meta-World's goals are opaque blobs: a separate reader env decodes each into its
+                # goal vector (never unpickled here); the acting env gets them with the goal observable.
+                reader = ALL_V3_ENVIRONMENTS[task.name]()
+                for mw_task in metaworld.ML1(task.name, seed=seed).train_tasks:
+                    reader.set_task(mw_task)
+                    self._goals.append(self._observable(reader._last_rand_vec))
+                reader.close()
+
+    def _observable(self, rand_vec: np.ndarray) -> Any:
+        """A Meta-World task of this env with the given goal vector and the goal observable."""
+        data = {"rand_vec": rand_vec, "env_cls": type(self._env), "partially_observable": False}
+        return self._task_type(env_name=self.task.name, data=pickle.dumps(data))
+
+    def _fresh_goal(self) -> Any:
+        """A goal drawn by Meta-World's own reset rule (which rejects invalid goals) from this
+        runner's random stream: the test goals, disjoint from the ML1 train goals of collection."""
+        env = self._env
+        env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
+        env.reset(seed=int(self.rng.integers(2**31)))
+        return self._observable(np.array(env._last_rand_vec))
+
+    def reseed(self, seed: int) -> None:
+        """Restart the runner's random stream (starts, noise): the same seed gives the same episodes."""
+        self.rng = np.random.default_rng(seed)
 
     @property
     def n_goals(self) -> int:
         """Goal variations of this split (Point-Robot: one goal)."""
-        return len(self._goals) if self.task.family == METAWORLD else 1
+        return len(self._goals) if self.task.family == METAWORLD and self._goals else 1
 
     def reset(self, goal: int) -> np.ndarray:
         """Start an episode on goal variation ``goal``; returns the first observation (obs_width,)."""
         if self.task.family == POINT_ROBOT:
             self._position = self.rng.uniform(-0.1, 0.1, size=2)
             return self._position.astype(np.float32)
-        self._env.set_task(self._goals[goal % len(self._goals)])
+        self._env.set_task(self._goals[goal % len(self._goals)] if self._goals else self._fresh_goal())
         obs, _ = self._env.reset(seed=int(self.rng.integers(2**31)))
         return np.asarray(obs, dtype=np.float32)
 

@@ -1,13 +1,18 @@
-"""``t2mir train``: train a T2MIR / AD / DPT policy.
+"""``t2mir train``: train a T2MIR / AD / DPT policy, or an M3DT / dense Prompt-DT one.
 
-Usage: ``t2mir train --config CONFIG [key=value ...]``.
+Usage: ``t2mir train --config CONFIG [key=value ...]``. A config whose top level says
+``family = "m3dt"`` (training/configs/m3dt-*.toml) runs M3DT's three-stage trainer
+(``training.m3dt.trainer``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from t2mir_model import ConfigError
+from training.m3dt.config import is_m3dt_config, load_m3dt_config
+from training.m3dt.trainer import train_m3dt
 from training.train.config import load_train_config
 from training.train.loop import train
 
@@ -25,8 +30,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_m3dt(args: argparse.Namespace) -> int:
+    """Train an M3DT (or dense Prompt-DT) policy and print where the final checkpoint went."""
+    try:
+        config = load_m3dt_config(args.config, args.overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"t2mir train: {args.config}: {exc}") from None
+    command = shlex.join(["t2mir", "train", "--config", str(args.config), *args.overrides])
+    result = train_m3dt(
+        config,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+        command=command,
+    )
+    print(f"final checkpoint: {result.final_dir} ({result.steps} steps, {result.wall_seconds:.0f} s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print where the final checkpoint went."""
+    if is_m3dt_config(args.config):
+        return run_m3dt(args)
     try:
         config = load_train_config(args.config, args.overrides)
     except ConfigError as exc:

@@ -1,0 +1,46 @@
+"""The M3DT branch of ``t2mir eval``: flags, the run, the printed table and the card update.
+
+    t2mir eval --checkpoint runs/m3dt-8/final --compare runs/m3dt-dense-active/final \\
+        --mw-episodes 1 --point-episodes 3 --json docs/evals/m3dt.json --update-card
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from t2mir_model import update_card
+
+from .evaluate import evaluate_checkpoints, write_results
+
+
+def add_m3dt_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags only M3DT checkpoints read."""
+    group = parser.add_argument_group("M3DT checkpoints")
+    group.add_argument("--compare", action="append", default=[], help="more checkpoints on the same episodes")
+    group.add_argument("--mw-episodes", type=int, default=1, help="episodes per Meta-World task (test goals)")
+    group.add_argument("--point-episodes", type=int, default=3, help="episodes per Point-Robot goal")
+
+
+def run_m3dt_eval(args: argparse.Namespace) -> int:
+    """Evaluate M3DT checkpoints, print the mean score over tasks, write JSON, maybe update the card."""
+    checkpoints = [Path(args.checkpoint), *map(Path, args.compare)]
+    seed = args.seed or 10_000
+    results = evaluate_checkpoints(
+        checkpoints, args.mw_episodes, args.point_episodes, seed=seed, progress=not args.no_progress
+    )
+    path = Path(args.json) if args.json else checkpoints[0] / "eval-m3dt.json"
+    write_results(results, path)
+    for r in results:
+        fams = ", ".join(f"{k} {v:.1f}" for k, v in r["family_scores"].items())
+        print(
+            f"{r['variant']:>12} {r['checkpoint']}: mean score {r['mean_score']:.1f} over {r['n_tasks']} tasks ({fams})"
+        )
+    if args.update_card:
+        for r in results:
+            update_card(
+                r["checkpoint"],
+                {"metrics": {k: r[k] for k in ("mean_score", "family_scores", "episodes", "per_task")}},
+            )
+    print(f"wrote {path}")
+    return 0
