@@ -92,7 +92,8 @@ class TaskRunner:
             from metaworld.policies import ENV_POLICY_MAP
 
             self._env: Any = ALL_V3_ENVIRONMENTS[task.name]()
-            self._expert: Any = ENV_POLICY_MAP[task.name]()
+            expert_class: Any = ENV_POLICY_MAP[task.name]  # a concrete scripted policy per task
+            self._expert: Any = expert_class()
             self._task_type = metaworld.Task
             self._goals: list[Any] = []
             if split == "train":
@@ -101,7 +102,10 @@ class TaskRunner:
                 reader = ALL_V3_ENVIRONMENTS[task.name]()
                 for mw_task in metaworld.ML1(task.name, seed=seed).train_tasks:
                     reader.set_task(mw_task)
-                    self._goals.append(self._observable(reader._last_rand_vec))
+                    goal = reader._last_rand_vec
+                    if goal is None:
+                        raise RuntimeError(f"{task.name}: Meta-World task carries no goal vector")
+                    self._goals.append(self._observable(goal))
                 reader.close()
 
     def _observable(self, rand_vec: np.ndarray) -> Any:

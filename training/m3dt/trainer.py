@@ -113,7 +113,8 @@ def compute_groups(
             batch = sample_batch(data, np.full(cfg.batch_size, task), policy.config, rng)
             loss, _ = policy.loss(batch, use_moe=False)
             (loss / cfg.grouping_batches).backward()
-        grad = torch.cat([p.grad.reshape(-1) for p in shared])  # (D,)
+        # (D,); a parameter the loss does not reach has a zero gradient
+        grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in shared])
         for p in shared:
             p.grad = None
         return grad.detach()
