@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast, get_args
 
 from server.store.errors import InvalidRecord, InvalidSessionId
 
@@ -48,20 +48,18 @@ def is_valid_session_id(session_id: object) -> bool:
 
 def as_backbone(value: str) -> Backbone:
     """``value`` as a `Backbone`; raises ValueError for a context rule sessions do not know."""
-    if value == "ad":
-        return "ad"
-    if value == "dpt":
-        return "dpt"
-    raise ValueError(f"backbone must be 'ad' or 'dpt', got {value!r}")
+    for known in get_args(Backbone):
+        if value == known:
+            return cast(Backbone, known)
+    raise ValueError(f"backbone must be one of {get_args(Backbone)}, got {value!r}")
 
 
 def as_retention_mode(value: str) -> RetentionMode:
     """``value`` as a `RetentionMode`; raises ValueError for another mode."""
-    if value == "best":
-        return "best"
-    if value == "last":
-        return "last"
-    raise ValueError(f"retention mode must be 'best' or 'last', got {value!r}")
+    for known in get_args(RetentionMode):
+        if value == known:
+            return cast(RetentionMode, known)
+    raise ValueError(f"retention mode must be one of {get_args(RetentionMode)}, got {value!r}")
 
 
 def dumps_json(value: Any, field_name: str) -> str:
