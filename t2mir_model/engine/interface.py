@@ -3,8 +3,9 @@
 The server's batcher and the evaluator drive an engine with plain data: a batch of `ActRequest`s
 in, an `EngineOutput` out; they evict sessions, read slot counts for sizing and metrics, and read a
 few facts of the model's config (`ServedConfig`) to describe the model and validate requests. A
-family implements `PolicyEngine` (the T2MIR family: `DecodeEngine`) and registers a loader in
-`t2mir_model.engine.loading`; nothing in the server changes.
+family implements `PolicyEngine` (the T2MIR family: `DecodeEngine`; M3DT: `M3DTEngine`, whose
+requests are the `ActRequest` subtype `M3DTActRequest`, adding the task prompt and target return)
+and registers a loader in `t2mir_model.engine.loading`.
 """
 
 from __future__ import annotations

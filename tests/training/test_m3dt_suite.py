@@ -173,3 +173,8 @@ def test_eval_runs_the_checkpoint_through_the_engine(trained, tmp_path, capsys):
     assert results[0]["family_scores"].keys() == {"point-robot"}
     assert read_card(out / "final")["metrics"]["mean_score"] == results[0]["mean_score"]
     assert "mean score" in capsys.readouterr().out
+
+
+def test_collect_without_env_or_suite_is_refused(tmp_path, capsys):
+    assert main(["collect", "--out", str(tmp_path / "x")]) == 2
+    assert "--env, --quality, --budget required (or --suite)" in capsys.readouterr().err
