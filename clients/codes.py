@@ -96,11 +96,11 @@ ERROR_CODES: dict[str, ErrorCode] = _table(
     ErrorCode(
         METHOD_NOT_ALLOWED, 405, False, "the route does not take this method; `Allow` lists those it takes"
     ),
-    ErrorCode(TIMEOUT, 408, True, "the request did not arrive in time"),
+    ErrorCode(TIMEOUT, 408, False, "the request did not arrive in time"),
     ErrorCode(
-        HEADER_TIMEOUT, 408, True, "the request line and headers did not arrive within the header timeout"
+        HEADER_TIMEOUT, 408, False, "the request line and headers did not arrive within the header timeout"
     ),
-    ErrorCode(BODY_TIMEOUT, 408, True, "the body did not arrive within the body timeout"),
+    ErrorCode(BODY_TIMEOUT, 408, False, "the body did not arrive within the body timeout"),
     ErrorCode(CONFLICT, 409, False, "the request conflicts with the stored state"),
     ErrorCode(STEP_CONFLICT, 409, False, "the step is out of order; `expected_step` is the next one"),
     ErrorCode(SESSION_EXISTS, 409, False, "the requested session_id is taken"),

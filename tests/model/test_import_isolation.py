@@ -78,6 +78,7 @@ EXPECTED_COMMANDS = {
     "demo": "clients.demo",
     "bench": "server.bench.command",
     "bench-model": "t2mir_model.t2mir.bench",
+    "results": "training.evaluation.results",
 }
 
 

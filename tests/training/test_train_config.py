@@ -29,14 +29,30 @@ from training.train.loop import _card
 BASE = {"dataset": "data/x", "out": "runs/x"}
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda path: path.stem)
+T2MIR_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.stem.startswith("m3dt-"))
+
+
+@pytest.mark.parametrize("path", T2MIR_CONFIGS, ids=lambda path: path.stem)
 def test_every_shipped_config_loads(path):
+    """Every T2MIR config file loads (the M3DT ones are loaded by tests/training/test_m3dt_*)."""
     config = load_train_config(path)
     assert 0 <= config.warmup_steps <= config.steps
     assert path.stem.split("-t2mir-")[1].startswith(config.model.backbone)
     with open(path, "rb") as f:
         model = tomllib.load(f)["model"]
     assert config.model.d_model == model["d_model"] and config.model.moe.w_con == model["moe"]["w_con"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("m3dt-*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_m3dt_config_loads(path):
+    """Every M3DT config file names its family and loads into the M3DT trainer's config."""
+    from training.m3dt.config import is_m3dt_config, load_m3dt_config
+
+    assert is_m3dt_config(path)
+    config = load_m3dt_config(path)
+    with open(path, "rb") as f:
+        model = tomllib.load(f)["model"]
+    assert config.model.d_model == model["d_model"]
 
 
 def test_config_files_and_overrides():

@@ -105,8 +105,16 @@ def index_markdown(root: Path) -> str:
         "| file | checkpoint | variant | tasks | episodes | eval seeds | best episode mean | command |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    multitask: list[str] = []
     for path in sorted((root / EVALS).rglob("*.json")):
         data = json.loads(path.read_text())
+        if isinstance(data, list):  # an M3DT evaluation: one entry per checkpoint, scored per task
+            multitask += [
+                f"| {path.relative_to(root / EVALS).as_posix()} | {entry.get('checkpoint', '')}"
+                f" | {entry.get('variant', '')} | {entry.get('n_tasks', '')} | {entry.get('mean_score', 0.0):.2f} |"
+                for entry in data
+            ]
+            continue
         names = data["tasks"]
         split = "train" if names[0].startswith("train") else "test"
         n_tasks = len(set(names))
@@ -117,6 +125,15 @@ def index_markdown(root: Path) -> str:
             f" | {n_tasks} {split} (split seed {data.get('split_seed', 0)}) | {data['episodes']} | {seeds}"
             f" | {best:.2f} | `{eval_command(data)}` |"
         )
+    if multitask:
+        lines += [
+            "",
+            "Multi-task (M3DT) evaluations: the mean score over tasks (docs/results.md, M3DT).",
+            "",
+            "| file | checkpoint | variant | tasks | mean score |",
+            "|---|---|---|---|---|",
+            *multitask,
+        ]
     return "\n".join(lines) + "\n"
 
 
