@@ -55,7 +55,11 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {
+                "application/json": {
+                    "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")
+                }
+            },
         }
     }
 
@@ -71,10 +75,22 @@ def install_openapi(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = with_error_schema(document)
+            app.openapi_schema = with_error_schema(hoist_body_definitions(document))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def hoist_body_definitions(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with the nested models of `json_body` request schemas (their ``$defs``) moved to
+    ``components/schemas``, where their ``$ref`` points (a reference into an inline schema's own
+    ``$defs`` would not resolve against the document)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                schemas.update(media.get("schema", {}).pop("$defs", {}))
+    return document
 
 
 def with_error_schema(document: dict[str, Any]) -> dict[str, Any]:
