@@ -17,7 +17,7 @@ def test_registered_with_the_suite_episode_length():
 
 
 def test_steps_like_the_suite():
-    env = gym.make(MT50_ID, task="reach-v3")
+    env = gym.make(MT50_ID, task="reach-v3", split="train")  # the train split has indexed goals
     try:
         obs, info = env.reset(seed=3)
         assert obs.shape == (OBS_WIDTH,) and obs.dtype == np.float32 and info == {"goal": 0}

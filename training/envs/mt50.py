@@ -6,8 +6,10 @@
 Steps the task exactly as the M3DT suite does (`training.m3dt.suite.TaskRunner`): Meta-World 3.x's
 39-d observation with the goal observable (as in MT50), actions in ``[-1, 1]^4``, Meta-World's
 reward, ``info["success"]`` per step, episodes truncated at ``METAWORLD_STEPS`` by the
-registration (`training.envs.registry.register_envs`). Episode i of an env uses goal variation i of the split (cycling), unless
-``reset(options={"goal": g})`` names one; ``reset(seed=s)`` reseeds the simulator starts.
+registration (`training.envs.registry.register_envs`). On the train split, episode i of an env uses
+goal variation i of the task's ML1 training goals (cycling) unless ``reset(options={"goal": g})``
+names one; on the test split every episode draws a fresh goal from the env's random stream (``info``
+reports goal 0). ``reset(seed=s)`` reseeds the simulator starts.
 """
 
 from __future__ import annotations
