@@ -134,13 +134,15 @@ class RedisSessionStore(CheckedStore):
         self._prefix = key_prefix
         self._ttl_ms = "0" if ttl_seconds is None else str(max(1, round(ttl_seconds * 1000)))
         self._owns_client = client is None
+        # A WAIT holds the socket for up to its own timeout: the read timeout must outlast it.
+        read_timeout = socket_timeout + (wait_timeout_ms / 1000 if wait_replicas else 0.0)
         if client is None:
             factory = RedisCluster.from_url if cluster else Redis.from_url
             client = factory(
                 url,
                 decode_responses=True,
                 socket_connect_timeout=socket_connect_timeout,
-                socket_timeout=socket_timeout,
+                socket_timeout=read_timeout,
                 retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries),
                 max_connections=max_connections,
             )
@@ -148,7 +150,7 @@ class RedisSessionStore(CheckedStore):
         self._wait = (wait_replicas, wait_timeout_ms)
         # Hard ceiling per call, on top of redis-py's own timeouts and retries (a WAIT blocks
         # the socket for up to its timeout, on every attempt).
-        attempt = socket_connect_timeout + socket_timeout + (wait_timeout_ms / 1000 if wait_replicas else 0)
+        attempt = socket_connect_timeout + read_timeout
         self._deadline = (retries + 1) * attempt + 0.25
         self._create_lua = client.register_script(lua.CREATE)
         self._load_lua = client.register_script(lua.LOAD)
