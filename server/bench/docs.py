@@ -71,7 +71,7 @@ def _verdict(ok: bool) -> str:
 
 
 def targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) for the targets of issue 7 that this run measured."""
+    """(target, measured, verdict) for the benchmark targets that this run measured."""
     out = []
     ratio = next((r for r in report["ratios"] if r["sessions"] == 64 and r["transport"] == "http"), None)
     if ratio and ratio["throughput_ratio"] is not None:
@@ -193,7 +193,7 @@ def render(report: dict[str, Any], path: Path, existing: str | None = None) -> s
     lines = _header(report) + _machine(report)
     goals = targets(report)
     if goals:
-        lines += ["## Targets (issue 7)", "", "| target | measured | |", "|:---|---:|:---|"]
+        lines += ["## Targets", "", "| target | measured | |", "|:---|---:|:---|"]
         lines += [f"| {t} | {v} | {ok} |" for t, v, ok in goals] + [""]
     if report["runs"]:
         lines += _load(report, figs)
