@@ -26,7 +26,7 @@ import httpx
 import pytest
 from redis import Redis
 from redis.exceptions import OutOfMemoryError
-from redis_server import RedisServer, info_fields, redis_command, redis_server_binary
+from redis_server import RedisServer, redis_server_binary, start_replicated
 from server_process import TEST_API_KEYS, ServerClient, ServerProcess
 
 from clients import ConnectionFailed, Session, T2MIRClient
@@ -58,26 +58,12 @@ class Cluster:
 def two_replicas(tiny_checkpoint, tmp_path_factory) -> Iterator[Cluster]:
     if redis_server_binary() is None:
         pytest.skip("redis-server not installed")
-    master = RedisServer(
-        tmp_path_factory.mktemp("fo-master"), "--appendonly", "no", "--repl-diskless-sync-delay", "0"
-    ).start()
-    replica = RedisServer(
-        tmp_path_factory.mktemp("fo-replica"),
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        str(master.port),
-    ).start()
+    master, replica = start_replicated(
+        tmp_path_factory.mktemp("fo-master"), tmp_path_factory.mktemp("fo-replica")
+    )
     env = {"T2MIR_API_KEYS": KEY, "T2MIR_REDIS_WAIT_REPLICAS": "1", "T2MIR_REDIS_WAIT_TIMEOUT_MS": "300"}
     servers = [ServerProcess([tiny_checkpoint], redis_url=master.url, env=env) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 20
-        while (
-            info_fields(redis_command(replica.port, "INFO", "replication")).get("master_link_status") != "up"
-        ):
-            assert time.monotonic() < deadline, "redis replica never synced"
-            time.sleep(0.05)
         ServerProcess.start_all(servers)
         yield Cluster(master, replica, servers)
     finally:

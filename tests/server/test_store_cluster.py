@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from redis import Redis as SyncRedis
-from redis_server import RedisClusterServers, RedisServer, info_fields, redis_command, redis_server_binary
+from redis_server import (
+    RedisClusterServers,
+    RedisServer,
+    redis_server_binary,
+    start_replicated,
+)
 
 from server.store import (
     RedisSessionStore,
@@ -127,31 +132,14 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Redis
     """A master and one replica of it (no persistence)."""
     if redis_server_binary() is None:
         pytest.skip("redis-server not installed")
-    master = RedisServer(
-        tmp_path_factory.mktemp("wait-master"), "--appendonly", "no", "--repl-diskless-sync-delay", "0"
-    ).start()
-    replica = RedisServer(
-        tmp_path_factory.mktemp("wait-replica"),
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        str(master.port),
-    ).start()
+    master, replica = start_replicated(
+        tmp_path_factory.mktemp("wait-master"), tmp_path_factory.mktemp("wait-replica")
+    )
     try:
-        wait_link_up(replica)
         yield master, replica
     finally:
         replica.close()
         master.close()
-
-
-def wait_link_up(replica: RedisServer, timeout: float = 20.0) -> None:
-    """Poll until ``replica`` is synced with its master."""
-    deadline = time.monotonic() + timeout
-    while info_fields(redis_command(replica.port, "INFO", "replication")).get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "replica never synced"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -348,3 +348,27 @@ class RedisClusterServers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_replicated(
+    master_dir: Path, replica_dir: Path, timeout: float = 20.0
+) -> tuple[RedisServer, RedisServer]:
+    """A master and one replica of it (no persistence, replication starts at once), started and
+    polled until the replica is synced; the caller closes both."""
+    master = RedisServer(master_dir, "--appendonly", "no", "--repl-diskless-sync-delay", "0").start()
+    replica = RedisServer(
+        replica_dir, "--appendonly", "no", "--replicaof", "127.0.0.1", str(master.port)
+    ).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while (
+            info_fields(redis_command(replica.port, "INFO", "replication")).get("master_link_status") != "up"
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis replica never synced")
+            time.sleep(0.05)
+    except BaseException:
+        replica.close()
+        master.close()
+        raise
+    return master, replica
