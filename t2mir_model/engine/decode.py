@@ -3,13 +3,16 @@
 Given the histories of many sessions, it answers one action per session with as few forward passes
 as possible: sessions whose context is already in a cache slot append only their new tokens (AD:
 a_{t-1}, r_{t-1}, s_t; DPT: the query s_t), the others are (re)built from their history in one
-prefill row. Slots are recycled least-recently-used. The engine is synchronous and knows nothing
+prefill row. A new session takes the lowest free slot, so live sessions stay packed at the low
+slot numbers and a step's rows form a narrow slot range that attention reads in place
+(`SlotWindow`); when every slot is taken, the least recently used one is recycled. The engine is synchronous and knows nothing
 about HTTP, stores or threads; the server's batcher and the evaluator drive it with plain data
 (it implements `PolicyEngine`).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -54,7 +57,7 @@ class DecodeEngine:
         self.use_cache = use_cache
         self.compiled = CompiledDecoder(self.policy, self.cache) if compile_step and use_cache else None
         self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
-        self._free = list(range(num_slots - 1, -1, -1))
+        self._free = list(range(num_slots))  # a heap: the lowest free slot is taken first
         action = self.config.action
         self._action_example = (
             torch.zeros((), dtype=torch.long) if action.is_discrete else torch.zeros(action.width)
@@ -86,15 +89,16 @@ class DecodeEngine:
         """Forget a session's slot (after its history changed outside the engine, or it ended)."""
         slot = self._slots.pop(key, None)
         if slot is not None:
-            self._free.append(slot.index)
+            heapq.heappush(self._free, slot.index)
 
     def _claim(self, key: Hashable, episode: int, t: int) -> int:
         slot = self._slots.pop(key, None)
         if slot is None:
-            if not self._free:
+            if self._free:
+                index = heapq.heappop(self._free)
+            else:
                 _, victim = self._slots.popitem(last=False)
-                self._free.append(victim.index)
-            index = self._free.pop()
+                index = victim.index
         else:
             index = slot.index
         self.cache.reset([index])
@@ -157,6 +161,8 @@ class DecodeEngine:
                     else self._claim(request.key, request.history.episode, request.history.t)
                 )
                 rows.append(StepRow(slot, plans[i][1], plans[i][2]))
+            order = sorted(range(len(rows)), key=lambda j: rows[j].slot)  # rows in slot order
+            members, rows = [members[j] for j in order], [rows[j] for j in order]
             tokens = pad_rows([plans[i][0] for i in members]).to(device)
             if self.compiled is not None and self.compiled.accepts(rows, tokens):
                 out = self.compiled.decode(self.cache, rows, tokens)

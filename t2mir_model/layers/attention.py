@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kv_cache import SlotIndex
+from .kv_cache import SlotIndex, SlotWindow
 
 try:  # optional CUDA kernels (extra "gpu"); SDPA is used everywhere else
     from flash_attn import flash_attn_func
@@ -38,30 +38,40 @@ def full_attention_mask(valid: Tensor, query: Tensor, dense: bool) -> Tensor | N
     return ((causal[None] & keyable) | diag).unsqueeze(1)
 
 
-def cached_attention_mask(lengths: Tensor, n_commit: Tensor, valid: Tensor, kv_len: int) -> Tensor:
-    """Mask for k new tokens written after ``lengths`` cached ones.
+def cached_attention_mask(
+    lengths: Tensor, n_commit: Tensor, n_tokens: Tensor, k: int, kv_len: int, dtype: torch.dtype
+) -> Tensor:
+    """Additive mask for k new tokens written after ``lengths`` cached ones.
 
-    lengths, n_commit (B,) long; valid (B, k) bool -> mask (B, 1, k, kv_len). New token j sits at
-    position lengths + j; the first n_commit new tokens join the context, the rest are queries.
+    lengths, n_commit, n_tokens (R,) long -> mask (R, 1, k, kv_len) of ``dtype``: 0 where a token may
+    attend, -inf elsewhere (SDPA would convert a boolean mask to this in every layer). New token j
+    sits at position lengths + j; the first n_commit new tokens join the context, the next up to
+    n_tokens are queries, the rest padding. A row with n_tokens 0 is all padding (a window row
+    outside the batch).
     """
-    k = valid.shape[1]
-    key_pos = torch.arange(kv_len, device=lengths.device)[None, None, :]  # (1, 1, kv)
-    new_pos = (lengths[:, None] + torch.arange(k, device=lengths.device)[None, :]).unsqueeze(-1)  # (B, k, 1)
-    context_end = (lengths + n_commit)[:, None, None]  # (B, 1, 1)
-    visible = (key_pos <= new_pos) & ((key_pos < context_end) | (key_pos == new_pos))
-    visible = visible | (~valid.unsqueeze(-1) & (key_pos == 0))
-    return visible.unsqueeze(1)
+    key_pos = torch.arange(kv_len, device=lengths.device)  # (kv,)
+    steps = torch.arange(k, device=lengths.device)  # (k,)
+    new_pos = (lengths[:, None] + steps).unsqueeze(-1)  # (R, k, 1)
+    context_end = (lengths + n_commit)[:, None, None]  # (R, 1, 1)
+    visible = (key_pos <= new_pos) & ((key_pos < context_end) | (key_pos == new_pos))  # (R, k, kv)
+    padding = (steps >= n_tokens[:, None]).unsqueeze(-1)  # (R, k, 1)
+    visible = visible | (padding & (key_pos == 0))
+    return (
+        torch.zeros((), dtype=dtype, device=lengths.device).masked_fill(~visible, float("-inf")).unsqueeze(1)
+    )
 
 
 @dataclass(frozen=True)
 class CachedStep:
-    """Where one decode step writes and reads every layer's cache."""
+    """Where one decode step writes and reads every layer's cache; built once per step."""
 
     slots: SlotIndex
+    lengths: Tensor  # (B,) long: each row's cached tokens before the step
     write_pos: Tensor | int  # (B, k) long: cache position of each new token, padding to the scratch one;
     # or, for one unpadded row, the int position of its first new token (a contiguous run)
+    window: SlotWindow  # the slot rows attention reads, in place where the batch is packed
     kv_len: int  # positions read: the longest row's length after the step
-    mask: Tensor  # (B, 1, k, kv_len) bool
+    mask: Tensor  # (R, 1, k, kv_len) additive (0 / -inf) over the window's rows
 
 
 class CausalSelfAttention(nn.Module):
@@ -110,7 +120,8 @@ class CausalSelfAttention(nn.Module):
         """Attend k new tokens to their slots' cached keys/values, writing the new ones into the cache.
 
         x (B, k, d); cache_k, cache_v (S, H, Tcap + 1, Dh) for this layer (last position is scratch)
-        -> y (B, k, d).
+        -> y (B, k, d). The keys and values are read where they lie (a view of the step's slot range)
+        unless the step's window gathers them; SDPA's CPU kernel takes that strided view as it is.
         """
         q, k, v = self._split(x)  # (B, k, H, Dh) each
         if isinstance(step.write_pos, int):  # one row, no padding: a contiguous run of positions
@@ -121,9 +132,10 @@ class CausalSelfAttention(nn.Module):
             index = step.slots.tensor[:, None]  # (B, 1)
             cache_k[index, :, step.write_pos] = k.to(cache_k.dtype)  # advanced dims first: (B, k, H, Dh)
             cache_v[index, :, step.write_pos] = v.to(cache_v.dtype)
-        keys = step.slots.read(cache_k[:, :, : step.kv_len]).to(q.dtype)  # (B, H, kv, Dh)
-        values = step.slots.read(cache_v[:, :, : step.kv_len]).to(q.dtype)  # (B, H, kv, Dh)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), keys, values, attn_mask=step.mask
-        )  # (B, H, k, Dh)
-        return self._merge(y)
+        keys = step.window.read(cache_k, step.kv_len)  # (R, H, kv, Dh)
+        values = step.window.read(cache_v, step.kv_len)  # (R, H, kv, Dh)
+        if keys.dtype != q.dtype:
+            keys, values = keys.to(q.dtype), values.to(q.dtype)
+        queries = step.window.place_rows(q.transpose(1, 2))  # (R, H, k, Dh)
+        y = F.scaled_dot_product_attention(queries, keys, values, attn_mask=step.mask)  # (R, H, k, Dh)
+        return self._merge(step.window.take_rows(y))  # (B, k, d)

@@ -51,6 +51,13 @@ class StepRow:
         return self.n_commit + self.n_query
 
 
+WINDOW_WIDTH_LIMIT = 2
+"""A decode step reads the slot range of its batch in place while that range holds at most this many
+slots per batch row; wider, it gathers its rows instead. A row of the range outside the batch costs
+one attention row over the whole context, about what gathering one batch row costs (one pass over
+its keys and values either way), so past about 2x the gather is the cheaper read."""
+
+
 @dataclass(frozen=True)
 class SlotIndex:
     """The slots one decode step touches, as a tensor and on the host.
@@ -75,11 +82,88 @@ class SlotIndex:
             x[self.tensor] = value
 
 
+@dataclass(frozen=True)
+class SlotWindow:
+    """The rows a decode step's attention runs over, and how its batch rows map onto them.
+
+    Normally the contiguous slot range [start, stop) that holds the batch's slots: attention reads
+    that range of the cache as a view, in place, and each batch row's queries sit at its slot's row
+    (``place``); rows of the range outside the batch attend to padding and are dropped. When the range
+    is wider than `WINDOW_WIDTH_LIMIT` times the batch, the window is the batch's rows gathered
+    (``gather``: one copy of their keys and values per layer)."""
+
+    start: int
+    stop: int
+    place: Tensor | None  # (B,) long: each batch row's row in the window; None when row b is row b
+    gather: Tensor | None  # (B,) long slots to copy out of the cache, or None to read [start, stop)
+
+    @classmethod
+    def plan(cls, slots: Sequence[int], device: torch.device) -> SlotWindow:
+        """The window for a batch whose row b decodes slot ``slots[b]`` (no slot twice)."""
+        start, stop = min(slots), max(slots) + 1
+        if stop - start > WINDOW_WIDTH_LIMIT * len(slots):
+            return cls(0, len(slots), None, torch.tensor(slots, device=device))
+        in_order = stop - start == len(slots) and all(s == start + b for b, s in enumerate(slots))
+        place = None if in_order else torch.tensor([s - start for s in slots], device=device)
+        return cls(start, stop, place, None)
+
+    @property
+    def rows(self) -> int:
+        """Rows attention runs over (batch rows plus padding rows)."""
+        return self.stop - self.start
+
+    def host_rows(self, slots: Sequence[int]) -> list[int | None]:
+        """For each window row, the batch row it holds, or None for a padding row."""
+        if self.gather is not None:
+            return list(range(len(slots)))
+        held: list[int | None] = [None] * self.rows
+        for b, slot in enumerate(slots):
+            held[slot - self.start] = b
+        return held
+
+    def read(self, x: Tensor, length: int) -> Tensor:
+        """One layer's keys or values (S, H, cap, Dh) -> the window's first ``length`` positions
+        (R, H, length, Dh): a view of the cache, or the gathered rows."""
+        if self.gather is not None:
+            return x[:, :, :length].index_select(0, self.gather)
+        return x[self.start : self.stop, :, :length]
+
+    def place_rows(self, x: Tensor) -> Tensor:
+        """Batch rows (B, ...) -> window rows (R, ...), zeros on padding rows."""
+        if self.place is None:
+            return x
+        return x.new_zeros((self.rows, *x.shape[1:])).index_copy_(0, self.place, x)
+
+    def take_rows(self, x: Tensor) -> Tensor:
+        """Window rows (R, ...) -> the batch's rows (B, ...)."""
+        if self.place is None:
+            return x
+        return x.index_select(0, self.place)
+
+
+@dataclass
+class ReadCounts:
+    """How the cache's decode steps read their slots, for benchmarks and metrics."""
+
+    in_place: int = 0  # steps that attended over a view of their slot range
+    gathered: int = 0  # steps whose range was too sparse, so their rows were gathered
+    padding_rows: int = 0  # window rows outside the batch, summed over in-place steps
+
+    def count(self, window: SlotWindow, batch: int) -> None:
+        """Record one step's window."""
+        if window.gather is not None:
+            self.gathered += 1
+        else:
+            self.in_place += 1
+            self.padding_rows += window.rows - batch
+
+
 class KVCache:
     """Keys/values (L, S, H, max_tokens + 1, Dh); the last position is scratch for padding writes.
 
-    Heads come before positions so that a slot's keys for one head are contiguous: the attention of a
-    decode step reads them in place (one slot) or with one contiguous copy per slot (a batch)."""
+    Heads come before positions so that a slot's keys for one head are contiguous, and slots are
+    the outer dimension so that a range of slots is one strided view: a decode step attends over
+    its slots where they lie (`SlotWindow`). ``reads`` counts how its steps read them."""
 
     def __init__(
         self,
@@ -104,6 +188,7 @@ class KVCache:
             for layer in route_layers
         }
         self.lengths = [0] * num_slots
+        self.reads = ReadCounts()
 
     @property
     def device(self) -> torch.device:

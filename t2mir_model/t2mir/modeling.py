@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..layers.attention import CachedStep, cached_attention_mask, full_attention_mask
-from ..layers.kv_cache import KVCache, SlotIndex, StepRow
+from ..layers.kv_cache import KVCache, SlotIndex, SlotWindow, StepRow
 from .blocks import BlockContext, MoELayer, TransformerBlock
 from .configuration import T2MIRConfig
 from .embeddings import TokenEmbedding
@@ -187,6 +187,34 @@ class T2MIRPolicy(nn.Module):
             route_layers=self.task_layers,
         )
 
+    @staticmethod
+    def _cached_step(cache: KVCache, rows: list[StepRow], k: int, dtype: torch.dtype) -> CachedStep:
+        """Index tensors and the attention mask of one decode step of ``k`` tokens a row, built once
+        for all layers from host data in one host-to-device copy."""
+        device = cache.device
+        slots = [r.slot for r in rows]
+        window = SlotWindow.plan(slots, device)
+        cache.reads.count(window, len(rows))
+        lengths = [cache.lengths[s] for s in slots]
+        kv_len = max(n + r.n_tokens for n, r in zip(lengths, rows, strict=True))
+        held = window.host_rows(slots)  # window row -> batch row or None (padding)
+        facts = torch.tensor(
+            [
+                (slots[b], lengths[b], rows[b].n_commit, rows[b].n_tokens) if b is not None else (0, 0, 0, 0)
+                for b in held
+            ],
+            device=device,
+        )  # (R, 4) per window row: slot, cached length, context tokens, valid tokens
+        _, lengths_w, n_commit_w, n_tokens_w = facts.unbind(1)  # (R,) each
+        mask = cached_attention_mask(lengths_w, n_commit_w, n_tokens_w, k, kv_len, dtype)  # (R, 1, k, kv)
+        slot_b, lengths_b, _, n_tokens_b = window.take_rows(facts).unbind(1)  # (B,) each
+        index = SlotIndex(slot_b, tuple(slots))
+        if len(rows) == 1 and rows[0].n_tokens == k:  # one unpadded row: a contiguous run of positions
+            return CachedStep(index, lengths_b, lengths[0], window, kv_len, mask)
+        steps = torch.arange(k, device=device)[None, :]  # (1, k)
+        write_pos = torch.where(steps < n_tokens_b[:, None], lengths_b[:, None] + steps, cache.max_tokens)
+        return CachedStep(index, lengths_b, write_pos, window, kv_len, mask)
+
     def decode(self, cache: KVCache, rows: Sequence[StepRow], tokens: TokenBatch) -> DecodeOutput:
         """Append tokens to cached slots and read the head at every new token.
 
@@ -203,27 +231,10 @@ class T2MIRPolicy(nn.Module):
         if len(rows) != b:
             raise ValueError(f"{len(rows)} rows for a token batch of {b}")
         cache.check(rows, k)
-        device = cache.device
-        lengths_host = [cache.lengths[r.slot] for r in rows]
-        host = torch.tensor(
-            [[r.slot, n, r.n_commit, r.n_tokens] for r, n in zip(rows, lengths_host, strict=True)],
-            device=device,
-        )  # (B, 4)
-        slot_tensor, lengths, n_commit, n_tokens = host.unbind(1)  # (B,) each
-        kv_len = max(n + r.n_tokens for n, r in zip(lengths_host, rows, strict=True))
-        contiguous = b == 1 and rows[0].n_tokens == k
-        steps = torch.arange(k, device=device)[None, :]
-        step = CachedStep(
-            slots=SlotIndex(slot_tensor, tuple(r.slot for r in rows)),
-            write_pos=lengths_host[0]
-            if contiguous
-            else torch.where(steps < n_tokens[:, None], lengths[:, None] + steps, cache.max_tokens),
-            kv_len=kv_len,
-            mask=cached_attention_mask(lengths, n_commit, tokens.valid, kv_len),
-        )
-        sums = {layer: step.slots.read(s) for layer, s in cache.route_sums.items()}  # (B, d) each
-        ctx = self._context(tokens, lengths, sums)
         x = self.embed(tokens)  # (B, k, d)
+        step = self._cached_step(cache, rows, k, x.dtype)
+        sums = {layer: step.slots.read(s) for layer, s in cache.route_sums.items()}  # (B, d) each
+        ctx = self._context(tokens, step.lengths, sums)
         routing: list[LayerRouting] = []
         for i, block in enumerate(self.blocks):
 
