@@ -1,4 +1,5 @@
-"""t2mir bench-model runs end to end and reports both timings and their ratio."""
+"""t2mir bench-model runs end to end and reports both timings, their ratio, the cost of each batch's
+cached step against the first batch's, and whether the step read the cache in place or gathered."""
 
 from __future__ import annotations
 
@@ -32,4 +33,16 @@ def test_bench_model_writes_rows(tmp_path, capsys):
         r["full_ms"] > 0 and r["cached_ms"] > 0 and r["speedup"] == r["full_ms"] / r["cached_ms"]
         for r in rows
     )
-    assert "cached step ms" in capsys.readouterr().out
+    assert [r["cached_over_first_batch"] for r in rows] == [1.0, rows[1]["cached_ms"] / rows[0]["cached_ms"]]
+    assert [r["read"] for r in rows] == ["in place", "in place"]
+    printed = capsys.readouterr().out
+    assert "cached step ms" in printed and "vs batch 1" in printed
+
+
+def test_bench_model_reports_a_gathered_step_for_spread_slots(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["bench-model", "--context-steps", "4", "--batch", "2", "--repeats", "1"]
+    assert main([*argv, "--spread", "4", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["read"] == "gathered"
+    assert main([*argv, "--spread", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["read"] == "in place"

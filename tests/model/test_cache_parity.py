@@ -7,7 +7,7 @@ import torch
 from model_factory import random_steps, tiny_policy
 
 from t2mir_model import StepRow, append_queries
-from t2mir_model.t2mir.tokens import pad_rows, slice_tokens
+from t2mir_model.t2mir.tokens import concat_tokens, pad_rows, slice_tokens
 
 ATOL = 1e-5
 
@@ -128,3 +128,55 @@ def test_padded_full_forward_matches_unpadded_rows():
         batched = policy(pad_rows(seqs)).head
     torch.testing.assert_close(batched[0, :12], reference(policy, seqs[0]), atol=ATOL, rtol=0)
     torch.testing.assert_close(batched[1, :21], reference(policy, seqs[1]), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", ["ad", "dpt"])
+@pytest.mark.parametrize(
+    ("slots", "gathered"),
+    [
+        ((0, 1, 2), False),  # packed, in slot order: the window is the batch
+        ((3, 1, 2), False),  # packed out of order: queries placed at their slots' rows
+        ((0, 2, 5), False),  # holes: window rows outside the batch attend to padding
+        ((0, 5, 9), True),  # a range over twice the batch: the rows are gathered
+    ],
+)
+def test_a_step_over_any_slot_set_matches_full_forward_and_batch_of_one(backbone, slots, gathered):
+    policy = tiny_policy(backbone=backbone)
+    config = policy.config
+    seqs = [random_steps(config, n, seed=10 + n) for n in (4, 3, 5)]  # 12 / 9 / 15 tokens
+    prefill = [9, 6, 12]  # context tokens cached before the step
+    one = torch.ones(1, 1, dtype=torch.bool)
+    g = torch.Generator().manual_seed(3)
+    queries = [
+        append_queries(
+            slice_tokens(s, 0, 0), torch.randn(1, 1, config.observation.dim, generator=g), one.long(), one
+        )
+        for s in seqs
+    ]
+    if backbone == "ad":  # the step appends the next three context tokens of each row
+        steps = [slice_tokens(s, n, n + 3) for s, n in zip(seqs, prefill, strict=True)]
+        rows = [StepRow(slot, 3) for slot in slots]
+        refs = [reference(policy, s)[n : n + 3] for s, n in zip(seqs, prefill, strict=True)]
+    else:  # the step reads one query after each row's context
+        steps = queries
+        rows = [StepRow(slot, 0, 1) for slot in slots]
+        refs = [
+            reference(policy, concat_tokens([slice_tokens(s, 0, n), q]))[n:]
+            for s, n, q in zip(seqs, prefill, queries, strict=True)
+        ]
+    cache = policy.new_cache(num_slots=10, max_tokens=32)
+    with torch.no_grad():
+        contexts = [slice_tokens(s, 0, n) for s, n in zip(seqs, prefill, strict=True)]
+        policy.decode(
+            cache, [StepRow(slot, n) for slot, n in zip(slots, prefill, strict=True)], pad_rows(contexts)
+        )
+        batched = policy.decode(cache, rows, pad_rows(steps))
+        for i, row in enumerate(rows):
+            k = row.n_tokens
+            torch.testing.assert_close(batched.head[i, :k], refs[i], atol=ATOL, rtol=0)
+            alone_cache = policy.new_cache(num_slots=1, max_tokens=32)
+            policy.decode(alone_cache, [StepRow(0, prefill[i])], contexts[i])
+            alone = policy.decode(alone_cache, [StepRow(0, row.n_commit, row.n_query)], steps[i])
+            torch.testing.assert_close(batched.head[i, :k], alone.head[0], atol=ATOL, rtol=0)
+    assert (cache.reads.gathered, cache.reads.in_place) == ((2, 0) if gathered else (0, 2))
+    assert cache.reads.padding_rows == (2 * 3 if slots == (0, 2, 5) else 0)  # 3 holes, 2 steps

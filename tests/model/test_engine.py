@@ -90,3 +90,25 @@ def test_engine_refuses_overlong_episodes_and_oversized_batches():
         engine.act([ActRequest("a", h)])
     with pytest.raises(ValueError, match="exceed"):
         engine.act([ActRequest("a", SessionHistory()), ActRequest("b", SessionHistory())])
+
+
+def test_a_new_session_takes_the_lowest_free_slot_and_packed_batches_read_in_place():
+    engine = DecodeEngine(tiny_policy(), num_slots=4)
+    histories = {key: SessionHistory() for key in "abc"}
+    for h in histories.values():
+        h.observe(torch.zeros(4))
+    engine.act([ActRequest(key, h) for key, h in histories.items()])  # slots 0, 1, 2
+    engine.evict("a")
+    engine.evict("b")  # slot 1 freed last, slot 0 is still the lowest
+    histories["d"] = SessionHistory()
+    histories["d"].observe(torch.ones(4))
+    for _ in range(2):
+        histories["d"].observe(torch.ones(4), reward=0.0, action=torch.tensor(1))
+    engine.act([ActRequest("d", histories["d"])])
+    assert engine.cache.lengths == [7, 1, 1, 0]  # d's 7-token context went to slot 0
+    for key in "cd":
+        histories[key].observe(torch.ones(4), reward=1.0, action=torch.tensor(0))
+    out = engine.act([ActRequest(key, histories[key]) for key in "cd"])
+    assert all(r.cache_hit for r in out.results)
+    reads = engine.cache.reads
+    assert (reads.gathered, reads.padding_rows) == (0, 1)  # slots 0 and 2 read in place, slot 1 padding
