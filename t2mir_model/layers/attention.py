@@ -47,18 +47,21 @@ def cached_attention_mask(
     attend, -inf elsewhere (SDPA would convert a boolean mask to this in every layer). New token j
     sits at position lengths + j; the first n_commit new tokens join the context, the next up to
     n_tokens are queries, the rest padding. A row with n_tokens 0 is all padding (a window row
-    outside the batch).
+    outside the batch). Every token sees the positions below a limit plus its own position: a
+    context token up to itself, a query the context and itself, padding position 0 only; the mask
+    is one full-size comparison, then a scatter of each token's own position.
     """
-    key_pos = torch.arange(kv_len, device=lengths.device)  # (kv,)
     steps = torch.arange(k, device=lengths.device)  # (k,)
-    new_pos = (lengths[:, None] + steps).unsqueeze(-1)  # (R, k, 1)
-    context_end = (lengths + n_commit)[:, None, None]  # (R, 1, 1)
-    visible = (key_pos <= new_pos) & ((key_pos < context_end) | (key_pos == new_pos))  # (R, k, kv)
-    padding = (steps >= n_tokens[:, None]).unsqueeze(-1)  # (R, k, 1)
-    visible = visible | (padding & (key_pos == 0))
-    return (
-        torch.zeros((), dtype=dtype, device=lengths.device).masked_fill(~visible, float("-inf")).unsqueeze(1)
-    )
+    pos = lengths[:, None] + steps  # (R, k) each new token's position
+    valid = steps < n_tokens[:, None]  # (R, k)
+    context_end = (lengths + n_commit)[:, None]  # (R, 1)
+    limit = torch.where(steps < n_commit[:, None], pos + 1, context_end) * valid  # (R, k): sees [0, limit)
+    own = (pos * valid).unsqueeze(-1)  # (R, k, 1): and its own position (padding: position 0)
+    key_pos = torch.arange(kv_len, device=lengths.device)  # (kv,)
+    blocked = torch.full((), float("-inf"), dtype=dtype, device=lengths.device)
+    seen = torch.zeros((), dtype=dtype, device=lengths.device)
+    mask = torch.where(key_pos >= limit.unsqueeze(-1), blocked, seen)  # (R, k, kv)
+    return mask.scatter_(-1, own, seen.expand(own.shape)).unsqueeze(1)
 
 
 @dataclass(frozen=True)

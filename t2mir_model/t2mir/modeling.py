@@ -205,9 +205,12 @@ class T2MIRPolicy(nn.Module):
             ],
             device=device,
         )  # (R, 4) per window row: slot, cached length, context tokens, valid tokens
-        _, lengths_w, n_commit_w, n_tokens_w = facts.unbind(1)  # (R,) each
+        slot_w, lengths_w, n_commit_w, n_tokens_w = facts.unbind(1)  # (R,) each
         mask = cached_attention_mask(lengths_w, n_commit_w, n_tokens_w, k, kv_len, dtype)  # (R, 1, k, kv)
-        slot_b, lengths_b, _, n_tokens_b = window.take_rows(facts).unbind(1)  # (B,) each
+        if window.place is None:  # window row b is batch row b
+            slot_b, lengths_b, n_tokens_b = slot_w, lengths_w, n_tokens_w
+        else:
+            slot_b, lengths_b, _, n_tokens_b = window.take_rows(facts).unbind(1)  # (B,) each
         index = SlotIndex(slot_b, tuple(slots))
         if len(rows) == 1 and rows[0].n_tokens == k:  # one unpadded row: a contiguous run of positions
             return CachedStep(index, lengths_b, lengths[0], window, kv_len, mask)
@@ -248,7 +251,8 @@ class T2MIRPolicy(nn.Module):
                 step.slots.write(cache.route_sums[i], new_sum.to(torch.float32))
         cache.advance(rows)
         head = self._head(x)  # (B, k, width)
-        return DecodeOutput(head=head, last=last_valid(head, tokens.valid), routing=routing)
+        last = head[:, -1] if all(r.n_tokens == k for r in rows) else last_valid(head, tokens.valid)
+        return DecodeOutput(head=head, last=last, routing=routing)
 
     # ----------------------------------------------------------------- actions
     def select_action(
