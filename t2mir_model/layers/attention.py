@@ -129,8 +129,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._split(x)  # (B, k, H, Dh) each
         if isinstance(step.write_pos, int):  # one row, no padding: a contiguous run of positions
             span = slice(step.write_pos, step.write_pos + x.shape[1])
-            cache_k[step.slots.host[0], :, span] = k[0].transpose(0, 1).to(cache_k.dtype)  # (H, k, Dh)
-            cache_v[step.slots.host[0], :, span] = v[0].transpose(0, 1).to(cache_v.dtype)
+            cache_k[step.slots.host[0], :, span] = k[0].transpose(
+                0, 1
+            )  # (H, k, Dh); copy_ converts the dtype
+            cache_v[step.slots.host[0], :, span] = v[0].transpose(0, 1)
         else:
             index = step.slots.tensor[:, None]  # (B, 1)
             cache_k[index, :, step.write_pos] = k.to(cache_k.dtype)  # advanced dims first: (B, k, H, Dh)
