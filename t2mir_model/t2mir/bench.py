@@ -5,8 +5,8 @@ as a stateless server would on every act, and (b) one cached step appending the 
 to every row, both in inference mode like the engine, and prints the two medians, their ratio
 (full / cached) and each cached step's cost relative to the batch-1 cached step (how much a batch
 of B sessions costs against one session). The batch's slots are packed (0..B-1), so its step reads
-the cache in place; ``--spread S`` places row b at slot b * S, and past 2x the step gathers its
-rows instead (the ``read`` column says which way each step read the cache).
+the cache in place; ``--spread S`` places row b at slot b * S, and a range much wider than the
+batch is gathered instead (the ``read`` column says which way each step read the cache).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--spread",
         type=int,
         default=1,
-        help="row b decodes slot b * SPREAD (1: packed slots, read in place; a range wider than twice the batch is gathered)",
+        help="row b decodes slot b * SPREAD (1: packed slots, read in place; a range over 1.4x the batch is gathered)",
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

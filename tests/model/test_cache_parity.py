@@ -136,7 +136,7 @@ def test_padded_full_forward_matches_unpadded_rows():
     [
         ((0, 1, 2), False),  # packed, in slot order: the window is the batch
         ((3, 1, 2), False),  # packed out of order: queries placed at their slots' rows
-        ((0, 2, 5), False),  # holes: window rows outside the batch attend to padding
+        ((0, 1, 3), False),  # a hole: the window row outside the batch attends to padding
         ((0, 5, 9), True),  # a range over twice the batch: the rows are gathered
     ],
 )
@@ -179,4 +179,4 @@ def test_a_step_over_any_slot_set_matches_full_forward_and_batch_of_one(backbone
             alone = policy.decode(alone_cache, [StepRow(0, row.n_commit, row.n_query)], steps[i])
             torch.testing.assert_close(batched.head[i, :k], alone.head[0], atol=ATOL, rtol=0)
     assert (cache.reads.gathered, cache.reads.in_place) == ((2, 0) if gathered else (0, 2))
-    assert cache.reads.padding_rows == (2 * 3 if slots == (0, 2, 5) else 0)  # 3 holes, 2 steps
+    assert cache.reads.padding_rows == (2 if slots == (0, 1, 3) else 0)  # 1 hole, 2 steps

@@ -93,11 +93,11 @@ def test_engine_refuses_overlong_episodes_and_oversized_batches():
 
 
 def test_a_new_session_takes_the_lowest_free_slot_and_packed_batches_read_in_place():
-    engine = DecodeEngine(tiny_policy(), num_slots=4)
-    histories = {key: SessionHistory() for key in "abc"}
+    engine = DecodeEngine(tiny_policy(), num_slots=5)
+    histories = {key: SessionHistory() for key in "abcx"}
     for h in histories.values():
         h.observe(torch.zeros(4))
-    engine.act([ActRequest(key, h) for key, h in histories.items()])  # slots 0, 1, 2
+    engine.act([ActRequest(key, h) for key, h in histories.items()])  # slots 0, 1, 2, 3
     engine.evict("a")
     engine.evict("b")  # slot 1 freed last, slot 0 is still the lowest
     histories["d"] = SessionHistory()
@@ -105,10 +105,10 @@ def test_a_new_session_takes_the_lowest_free_slot_and_packed_batches_read_in_pla
     for _ in range(2):
         histories["d"].observe(torch.ones(4), reward=0.0, action=torch.tensor(1))
     engine.act([ActRequest("d", histories["d"])])
-    assert engine.cache.lengths == [7, 1, 1, 0]  # d's 7-token context went to slot 0
-    for key in "cd":
+    assert engine.cache.lengths == [7, 1, 1, 1, 0]  # d's 7-token context went to slot 0
+    for key in "cdx":
         histories[key].observe(torch.ones(4), reward=1.0, action=torch.tensor(0))
-    out = engine.act([ActRequest(key, histories[key]) for key in "cd"])
+    out = engine.act([ActRequest(key, histories[key]) for key in "cdx"])
     assert all(r.cache_hit for r in out.results)
     reads = engine.cache.reads
-    assert (reads.gathered, reads.padding_rows) == (0, 1)  # slots 0 and 2 read in place, slot 1 padding
+    assert (reads.gathered, reads.padding_rows) == (0, 1)  # slots 0, 2, 3 read in place, slot 1 padding
