@@ -18,6 +18,7 @@ from server.store.memory import MemorySessionStore
 from server.store.models import (
     SESSION_ID_PATTERN,
     AppendOutcome,
+    AppendRequest,
     Backbone,
     Episode,
     Retention,
@@ -26,6 +27,7 @@ from server.store.models import (
     StepRecord,
     as_backbone,
     dumps_json,
+    encode_json,
     episode_return_after,
     is_valid_session_id,
     meta_after_append,
@@ -40,6 +42,7 @@ from server.store.redis_store import RedisSessionStore, is_unavailable_error
 __all__ = [
     "SESSION_ID_PATTERN",
     "AppendOutcome",
+    "AppendRequest",
     "Backbone",
     "Episode",
     "InvalidRecord",
@@ -56,6 +59,7 @@ __all__ = [
     "StoreUnavailable",
     "as_backbone",
     "dumps_json",
+    "encode_json",
     "episode_return_after",
     "is_unavailable_error",
     "is_valid_session_id",
