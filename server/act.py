@@ -327,9 +327,7 @@ class ActService:
         engine = model if answer.ran_engine else None  # its slot ran ahead of the store
         t_write = time.perf_counter()
         try:
-            outcome = await deps.timed(
-                "append", deps.store.append(session_id, record, response, created_at=meta.created_at)
-            )
+            outcome = await deps.append(session_id, record, response, meta.created_at)
         except Exception as exc:  # not stored: the engine must not stay ahead of the store
             await deps.forget(session_id, engine, meta.created_at)
             if isinstance(exc, InvalidRecord):

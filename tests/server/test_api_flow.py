@@ -5,7 +5,10 @@ loaded, small mirrors that force rebuilds, and the ``serve`` command's argument 
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -123,6 +126,58 @@ def test_acts_on_the_mirror_cost_one_store_call_and_a_rebuild_one_more(app_clien
     assert calls_during(client, lambda: play(range(1, 5))) == {"append": 4}
     ctx.sessions.deps.mirror.drop("r1")
     assert calls_during(client, lambda: play(range(5, 6))) == {"load": 1, "append": 1}
+
+
+def test_the_acts_of_one_engine_call_share_one_store_round_trip(app_client):
+    """The acts answered by one engine call store their steps in one round trip (one
+    ``append_many``), each fenced and answered on its own."""
+    client, _, ctx = app_client
+    sessions = ["b0", "b1", "b2", "b3"]  # the engine has 4 cache slots
+    for sid in sessions:
+        recreate(client, sid)
+    model = ctx.registry.resolve("darkroom-test")
+    release, blocked = threading.Event(), threading.Event()
+
+    def block() -> None:
+        blocked.set()
+        release.wait(30)
+
+    def wait_until(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+    statuses: list[int] = []
+
+    def play() -> None:
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            held = client.portal.start_task_soon(model.batcher.run_on_worker, block)
+            wait_until(blocked.is_set)  # the engine thread is busy: nothing runs until release
+            first = pool.submit(act, client, sessions[0], 0)  # its engine call, alone, waits
+            wait_until(lambda: model.batcher.pending == 1 and model.batcher.queued == 0)
+            rest = [pool.submit(act, client, sid, 0) for sid in sessions[1:]]
+            wait_until(lambda: model.batcher.queued == len(sessions) - 1)  # the next call's batch
+            release.set()
+            held.result(30)
+            statuses.extend(f.result().status_code for f in [first, *rest])
+
+    batches_before = batch_counts(client)
+    assert calls_during(client, play) == {"load": 4, "append": 2}  # each first step reads its session
+    assert statuses == [200] * 4
+    assert batch_counts(client) - batches_before == 2  # engine calls of 1 and of 3 acts
+    assert [client.get(f"/sessions/{sid}").json()["step"] for sid in sessions] == [1] * 4
+
+
+def batch_counts(client) -> float:
+    """Engine calls so far (from ``/metrics``)."""
+    text = client.get("/metrics").text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "t2mir_batch_size_count"
+    )
 
 
 def at_position(episode: int, t: int, obs_dim: int) -> SessionHistory:
