@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from server import json_codec
 from server.act import parse_act_json
 from server.context import ctx
 from server.errors import ApiError
@@ -57,7 +58,7 @@ async def delete_session(session_id: str, request: Request, caller: str = Depend
     openapi_extra=json_body(ActBody),
     responses=errors(400, 401, 404, 408, 409, 413, 422, 503),
 )
-async def act(session_id: str, request: Request) -> JSONResponse:
+async def act(session_id: str, request: Request) -> Response:
     """One step: the observation (and the previous action's reward) in, the action out.
 
     A retried step returns the stored answer; ``done: true`` closes the episode (``action: null``).
@@ -70,7 +71,7 @@ async def act(session_id: str, request: Request) -> JSONResponse:
         body = parse_act_json(await request.body())
         out = await c.acts.act(caller, session_id, body, t0)
         status = 200
-        return JSONResponse(out)
+        return Response(json_codec.dumps(out), media_type="application/json")
     except ApiError as exc:
         status = exc.status
         raise

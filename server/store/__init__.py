@@ -16,6 +16,7 @@ from server.store.errors import (
 )
 from server.store.memory import MemorySessionStore
 from server.store.models import (
+    MAX_STEP,
     SESSION_ID_PATTERN,
     AppendOutcome,
     AppendRequest,
@@ -40,6 +41,7 @@ from server.store.protocol import SessionStore
 from server.store.redis_store import RedisSessionStore, is_unavailable_error
 
 __all__ = [
+    "MAX_STEP",
     "SESSION_ID_PATTERN",
     "AppendOutcome",
     "AppendRequest",
