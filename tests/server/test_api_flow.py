@@ -5,6 +5,7 @@ loaded, small mirrors that force rebuilds, and the ``serve`` command's argument 
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 import warnings
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
+from server.routes import ActFastPath
 from server.schemas import Timings
 from server.settings import ServerSettings
 from server.store import AppendOutcome, MemorySessionStore, SessionMeta, StepRecord, StoreUnavailable
@@ -414,3 +416,63 @@ def test_continuous_sessions_explore_with_seeded_noise(tmp_path, make_checkpoint
             assert refused.status_code == 422, refused.text
             assert refused.json()["error"]["field"] == "action_noise"
         assert client.post("/sessions", json={"model": "darkroom-test"}).json()["action_noise"] == 0.0
+
+
+def test_acts_take_the_fast_path_and_everything_else_goes_on_to_the_app(app_client):
+    """`ActFastPath` answers ``POST /sessions/{id}/act`` itself (the same handler and answer as the
+    route) and hands every other request to the app untouched."""
+    client, _, _ = app_client
+    recreate(client, "fp")
+    passed: list[tuple[str, str]] = []
+
+    async def app_behind(scope, receive, send) -> None:
+        passed.append((scope["method"], scope["path"]))
+        await client.app(scope, receive, send)
+
+    async def call(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "app": client.app,
+            "state": {},
+        }
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await ActFastPath(app_behind)(scope, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    def request(method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        return client.portal.call(call, method, path, body)
+
+    status, body = request("POST", "/sessions/fp/act", b'{"step": 0, "observation": [1.0, 0.0]}')
+    assert status == 200 and json.loads(body)["step"] == 0
+    status, body = request(
+        "POST", "/sessions/fp/act", b'{"step": 5, "observation": [5.0, 1.0], "reward": 0.25}'
+    )
+    assert (status, json.loads(body)["error"]["code"], json.loads(body)["error"]["expected_step"]) == (
+        409,
+        "step_conflict",
+        1,
+    )
+    assert request("POST", "/sessions/fp/act", b"{")[0] == 400
+    assert not passed
+    assert request("GET", "/sessions/fp/act")[0] == 405
+    assert request("POST", "/sessions/fp/act/")[0] in (307, 404)
+    assert request("POST", "/sessions//act")[0] in (307, 404, 405)
+    assert request("GET", "/healthz")[0] == 200
+    assert passed == [
+        ("GET", "/sessions/fp/act"),
+        ("POST", "/sessions/fp/act/"),
+        ("POST", "/sessions//act"),
+        ("GET", "/healthz"),
+    ]
