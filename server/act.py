@@ -15,7 +15,8 @@ pass of read -> check -> validate -> run -> append:
    loaded here -> 409;
 4. run: ``done`` needs no forward; otherwise the engine picks a_t through the batcher, which
    refuses it under overload (503 ``overloaded`` with ``Retry-After``; see `server.batcher`);
-5. append the record with the answer, fenced on the step and the session's creation time; only
+5. append the record with the answer, fenced on the step and the session's creation time (through
+   `server.append_coalescer`: the acts of one engine call share one store round trip); only
    "appended" commits the mirror. "duplicate" (another replica stored this step first) returns
    the stored answer; "conflict" -> 409; "missing" -> 404; store down -> 503. Whenever the engine
    ran but the store did not take its step, the engine slot is dropped.
