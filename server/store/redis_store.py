@@ -10,7 +10,8 @@ Redis Cluster keeps them in one slot and the Lua scripts may touch them together
     <prefix>:{<sid>}:rets   list   every closed episode's return, in order
 
 Every write is one Lua script (EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT), so it is
-atomic and never half-applied. Needs Redis >= 7 (script shebangs / flags).
+atomic and never half-applied. `append_many` sends the append scripts of several sessions in one
+pipeline (one round trip per node), each still its own atomic script with its own reply. Needs Redis >= 7 (script shebangs / flags).
 
 Failure behaviour: connection and socket timeouts are short, redis-py retries ConnectionError /
 TimeoutError ``retries`` times, and every call runs under an overall deadline; anything that
@@ -26,6 +27,8 @@ Replica acknowledgement (``wait_replicas=N``): every create and append is follow
 once N replicas confirmed it; otherwise `StoreUnavailable`. The write may then be stored: a retry
 of the same step answers "duplicate" with the stored response, after waiting for the replicas
 again (the duplicate branch of the append script writes, so its WAIT covers the original write).
+A pipeline of appends is followed by one WAIT on its connection (on a cluster, where a WAIT covers
+one node, each append of it gets its own).
 """
 
 from __future__ import annotations
@@ -273,7 +276,12 @@ class RedisSessionStore(CheckedStore):
             each = await asyncio.gather(
                 *(self._write_many(script, [c]) for c in calls), return_exceptions=True
             )
-            return [r if isinstance(r, BaseException) else r[0] for r in each]
+            replies: list[Any] = []
+            for r in each:
+                if isinstance(r, BaseException) and not isinstance(r, Exception):
+                    raise r  # cancelled: not an answer of Redis
+                replies.append(r if isinstance(r, BaseException) else r[0])
+            return replies
         node: ClusterNode | None = None
         if replicas and isinstance(self._client, RedisCluster):
             await self._client.initialize()  # no-op once the slot map is loaded
