@@ -15,7 +15,8 @@ pass of read -> check -> validate -> run -> append:
    loaded here -> 409;
 4. run: ``done`` needs no forward; otherwise the engine picks a_t through the batcher, which
    refuses it under overload (503 ``overloaded`` with ``Retry-After``; see `server.batcher`);
-5. append the record with the answer, fenced on the step and the session's creation time; only
+5. append the record with the answer, fenced on the step and the session's creation time (through
+   `server.append_coalescer`: the acts of one engine call share one store round trip); only
    "appended" commits the mirror. "duplicate" (another replica stored this step first) returns
    the stored answer; "conflict" -> 409; "missing" -> 404; store down -> 503. Whenever the engine
    ran but the store did not take its step, the engine slot is dropped.
@@ -46,9 +47,10 @@ from server.errors import ApiError
 from server.mirror import MirrorEntry, action_value, advance, close, entry_from_state, obs_tensor, observed
 from server.payload import decode_json, validate_body
 from server.registry import LoadedModel
-from server.schemas import ActBody
+from server.schemas import ActBody, NumberError, finite_float32
 from server.sessions import SessionDeps, action_noise_of, derive_seed, not_found, sampling_of
 from server.store import (
+    MAX_STEP,
     InvalidRecord,
     SessionMeta,
     SessionState,
@@ -61,17 +63,54 @@ from t2mir_model import explore
 log = logging.getLogger("t2mir.server")
 
 
-def parse_act(data: Any) -> ActBody:
-    """Validate a decoded act message (dict) -> `ActBody`; raises ApiError 422."""
-    return validate_body(ActBody, data)
+_ACT_FIELDS = frozenset(ActBody.model_fields)
 
 
-def parse_act_json(raw: bytes | str) -> ActBody:
-    """Decode and validate a JSON act body; raises ApiError 400 / 422."""
+@dataclass(frozen=True, slots=True)
+class ActMessage:
+    """One act as `ActBody` describes it: step, observation s_t, previous reward, done."""
+
+    step: int
+    observation: list[float]
+    reward: float | None
+    done: bool
+
+
+def parse_act(data: Any) -> ActMessage:
+    """A decoded act message (dict) -> `ActMessage`; raises ApiError 422.
+
+    Accepts exactly what `ActBody` (the documented body) accepts, with the same values, without
+    building a pydantic model per act: a plain check takes the bodies clients send (``step``,
+    ``observation`` and optionally ``reward`` and ``done``, each of its exact JSON type; numbers by
+    `server.schemas.finite_float32`, ``ActBody``'s own rule); a body it does not take goes to
+    ``ActBody``, which accepts it or raises the 422 that words what is wrong.
+    """
+    if type(data) is dict and data.keys() <= _ACT_FIELDS:
+        step, observation = data.get("step"), data.get("observation")
+        reward, done = data.get("reward"), data.get("done", False)
+        if type(step) is int and 0 <= step < MAX_STEP and type(done) is bool:
+            try:
+                values = (
+                    [finite_float32(v, "") for v in observation]
+                    if type(observation) is list
+                    else [finite_float32(observation, "")]
+                )
+                if values:
+                    return ActMessage(
+                        step, values, None if reward is None else finite_float32(reward, ""), done
+                    )
+            except NumberError:
+                pass  # ActBody words the error
+    body = validate_body(ActBody, data)
+    return ActMessage(body.step, body.observation, body.reward, body.done)
+
+
+def parse_act_json(raw: bytes | str) -> ActMessage:
+    """Decode and check a JSON act body; raises ApiError 400 / 422."""
     return parse_act(decode_json(raw))
 
 
-def validate_act(body: ActBody, meta: SessionMeta, model: LoadedModel) -> None:
+def validate_act(body: ActMessage, meta: SessionMeta, model: LoadedModel) -> None:
     """Model- and episode-dependent checks; raises ApiError 422."""
     config = model.config
     dim = model.family.observation_dim(meta)
@@ -150,7 +189,7 @@ class ActService:
         self.deps = deps
         self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
 
-    async def act(self, owner: str, session_id: str, body: ActBody, t0: float) -> dict[str, Any]:
+    async def act(self, owner: str, session_id: str, body: ActMessage, t0: float) -> dict[str, Any]:
         """Answer one act (raises ApiError); survives cancellation of the caller."""
         task = asyncio.ensure_future(self._act(owner, session_id, body, t0))
         self._tasks.add(task)
@@ -181,7 +220,7 @@ class ActService:
         state = await self.deps.timed("load", self.deps.store.load(session_id))
         return SessionRead(None if state is None else state.meta, fenced=False, state=state)
 
-    async def _act(self, owner: str, session_id: str, body: ActBody, t0: float) -> dict[str, Any]:
+    async def _act(self, owner: str, session_id: str, body: ActMessage, t0: float) -> dict[str, Any]:
         timings = {
             "parse": (time.perf_counter() - t0) * 1000.0,
             "store_read": 0.0,
@@ -201,7 +240,7 @@ class ActService:
         self,
         owner: str,
         session_id: str,
-        body: ActBody,
+        body: ActMessage,
         timings: dict[str, float],
         t0: float,
         use_mirror: bool,
@@ -242,7 +281,7 @@ class ActService:
     async def _run(
         self,
         session_id: str,
-        body: ActBody,
+        body: ActMessage,
         meta: SessionMeta,
         model: LoadedModel,
         entry: MirrorEntry,
@@ -327,9 +366,7 @@ class ActService:
         engine = model if answer.ran_engine else None  # its slot ran ahead of the store
         t_write = time.perf_counter()
         try:
-            outcome = await deps.timed(
-                "append", deps.store.append(session_id, record, response, created_at=meta.created_at)
-            )
+            outcome = await deps.append(session_id, record, response, meta.created_at)
         except Exception as exc:  # not stored: the engine must not stay ahead of the store
             await deps.forget(session_id, engine, meta.created_at)
             if isinstance(exc, InvalidRecord):
@@ -363,7 +400,7 @@ class _StaleMirror(Exception):
     """A fenced read's metadata was behind the store's: the act is decided again from a read."""
 
 
-def _check(meta: SessionMeta | None, owner: str, session_id: str, body: ActBody) -> dict[str, Any] | None:
+def _check(meta: SessionMeta | None, owner: str, session_id: str, body: ActMessage) -> dict[str, Any] | None:
     """404 / 409 checks; returns the stored answer for a retried step."""
     if meta is None or meta.owner != owner:
         raise not_found(session_id)

@@ -19,7 +19,7 @@ from server.context import AppContext
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.openapi import install_openapi
-from server.routes import ops_router, sessions_router, ws_router
+from server.routes import ActFastPath, ops_router, sessions_router, ws_router
 from server.settings import ServerSettings
 from server.store import SessionStore
 
@@ -67,6 +67,7 @@ def create_app(settings: ServerSettings | None = None, store: SessionStore | Non
     routers = (sessions_router, ws_router, ops_router)
     install_error_handlers(app, [*app.router.routes, *(r for router in routers for r in router.routes)])
     install_openapi(app)
+    app.add_middleware(ActFastPath)  # inside the body limits (the last added is the outermost)
     app.add_middleware(
         BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from server.act import ActService
+from server.append_coalescer import AppendCoalescer
 from server.auth import Authenticator
 from server.live_sessions import LiveSessions
 from server.metrics import ServerMetrics
@@ -39,7 +40,10 @@ class AppContext:
         registry = ModelRegistry(settings, metrics)
         mirror = HistoryMirror(settings.mirror_sessions)
         live = LiveSessions(settings.max_sessions, settings.session_ttl_seconds)
-        deps = SessionDeps(store, registry, metrics, mirror, KeyedLocks(), live, settings.max_metadata_bytes)
+        appends = AppendCoalescer(store, metrics.store_op)
+        deps = SessionDeps(
+            store, appends, registry, metrics, mirror, KeyedLocks(), live, settings.max_metadata_bytes
+        )
         metrics.bind(
             sessions_active=lambda: len(mirror),
             slots_used=registry.slots_used,

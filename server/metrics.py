@@ -14,12 +14,17 @@ queues them, and every ``ROUTING_BATCH`` engine calls (or before a scrape) `summ
 them per layer in one pass and they are read back with one ``tolist`` per layer, on the engine's
 worker thread (never on the event loop). Summing per act cost a single session about 0.4 ms of the worker's
 time right when the event loop answered the act, competing with it for the GIL.
+Act answers (status and latency) are queued the same way, and added every ``ACT_BATCH`` answers or
+before a scrape, one update per status and per histogram bucket (`observe_all`); the queue waits of
+an engine call are added in one call too.
 ``router_load_cv`` / ``router_entropy`` are computed on an exponentially decaying usage window
 (about the last 100 engine calls per model).
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import math
 import threading
@@ -46,6 +51,20 @@ USAGE_DECAY = 0.99
 """Per-engine-call decay of the usage window behind router_load_cv / router_entropy."""
 ROUTING_BATCH = 32
 """Engine calls whose routing statistics are queued and summed in one pass (scrapes drain sooner)."""
+ACT_BATCH = 64
+"""Answered acts whose status and latency are queued and added in one pass (scrapes drain sooner)."""
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(a)`` for every amount, with one update per bucket touched and one of the
+    sum (prometheus_client has no call for several observations; this does what its ``observe``
+    does, on the same fields: each amount counts in the first bucket whose bound is at least it)."""
+    if not amounts:
+        return
+    bounds = histogram._upper_bounds
+    histogram._sum.inc(math.fsum(amounts))
+    for index, count in collections.Counter(bisect.bisect_left(bounds, a) for a in amounts).items():
+        histogram._buckets[index].inc(count)
 
 
 class _WithoutCreated:
@@ -139,6 +158,7 @@ class ServerMetrics:
             "acts_shed", "Acts refused with 503 overloaded (deadline or queue bound)", ["model"], **kw
         )
         self._lock = threading.Lock()
+        self._acts: list[tuple[int, float | None]] = []
         self._pending: list[tuple[str, list[Sequence[LayerStatistics]]]] = []
         self._usage: dict[tuple[str, int, str], torch.Tensor] = {}
         self._children: dict[tuple[int | str, ...], Counter] = {}
@@ -146,7 +166,9 @@ class ServerMetrics:
     # ------------------------------------------------------------------ exposition
     def render(self) -> bytes:
         """The text exposition of every series (without the ``*_created`` timestamps), after adding
-        any queued routing statistics (the server drains them off the event loop before)."""
+        any queued act answers and routing statistics (the server drains the latter off the event
+        loop before)."""
+        self.drain_acts()
         self.drain_routing()
         return generate_latest(_WithoutCreated(self.registry))
 
@@ -175,10 +197,21 @@ class ServerMetrics:
 
     # ------------------------------------------------------------------ requests
     def act_done(self, status: int, seconds: float | None) -> None:
-        """Count an act answer (and its latency when it reached the act flow)."""
-        self.act_requests.labels(str(status)).inc()
-        if seconds is not None:
-            self.act_latency.observe(seconds)
+        """Count an act answer (and its latency when it reached the act flow): queued, and added
+        with the others every ``ACT_BATCH`` answers or at the next scrape (`drain_acts`)."""
+        with self._lock:
+            self._acts.append((status, seconds))
+            full = len(self._acts) >= ACT_BATCH
+        if full:
+            self.drain_acts()
+
+    def drain_acts(self) -> None:
+        """Add the queued act answers to the series: one update per status and per bucket."""
+        with self._lock:
+            acts, self._acts = self._acts, []
+        for status, count in collections.Counter(status for status, _ in acts).items():
+            self.act_requests.labels(str(status)).inc(count)
+        observe_all(self.act_latency, [seconds for _, seconds in acts if seconds is not None])
 
     def act_shed(self, model: str) -> None:
         """Count an act refused by overload control."""
@@ -197,8 +230,7 @@ class ServerMetrics:
         """Batch size, queue waits and cache hits of one engine call; its routing statistics are
         queued and summed with those of other calls (`drain_routing`)."""
         self.batch_size.observe(len(output.results))
-        for wait in waits:
-            self.queue_wait.observe(wait)
+        observe_all(self.queue_wait, waits)
         hits = sum(1 for r in output.results if r.cache_hit)
         if hits:
             self.kv_hits.inc(hits)

@@ -9,12 +9,12 @@ passes can later fail to be stored or encoded in an answer.
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 import msgpack
 from pydantic import BaseModel, ValidationError
 
+from server import json_codec
 from server.errors import ApiError, from_pydantic
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,7 +26,7 @@ MAX_DEPTH = 32
 def decode_json(raw: bytes | str) -> Any:
     """Decode a JSON body or text frame and check it (`check_tree`); raises ApiError 400."""
     try:
-        value = json.loads(raw)
+        value = json_codec.loads(raw)
     except RecursionError as exc:
         raise _too_deep() from exc
     except (ValueError, UnicodeDecodeError) as exc:

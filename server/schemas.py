@@ -18,24 +18,37 @@ from t2mir_model import MAX_ACTION_NOISE
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _number(value: Any, what: str, code: str) -> float:
+class NumberError(ValueError):
+    """A value that is not a finite float32 number: what is wrong, as a message template and the
+    values it names."""
+
+    def __init__(self, template: str, context: dict[str, str]) -> None:
+        super().__init__(template.format(**context))
+        self.template = template
+        self.context = context
+
+
+def finite_float32(value: Any, what: str) -> float:
+    """``value`` (``what``, for the message) as a float: a number, not a bool, finite and within
+    the float32 range; else raises `NumberError`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PydanticCustomError(
-            code, "{what} must be a number, got {kind}", {"what": what, "kind": type(value).__name__}
-        )
+        raise NumberError("{what} must be a number, got {kind}", {"what": what, "kind": type(value).__name__})
     try:
         out = float(value)
     except OverflowError:  # an integer literal beyond any float, e.g. 1 followed by 400 zeros
         out = math.inf if value > 0 else -math.inf
     if not math.isfinite(out):
-        raise PydanticCustomError(
-            code, "{what} must be finite, got {value}", {"what": what, "value": repr(out)}
-        )
+        raise NumberError("{what} must be finite, got {value}", {"what": what, "value": repr(out)})
     if abs(out) > FLOAT32_MAX:
-        raise PydanticCustomError(
-            code, "{what} is outside the float32 range: {value}", {"what": what, "value": repr(out)}
-        )
+        raise NumberError("{what} is outside the float32 range: {value}", {"what": what, "value": repr(out)})
     return out
+
+
+def _number(value: Any, what: str, code: str) -> float:
+    try:
+        return finite_float32(value, what)
+    except NumberError as exc:
+        raise PydanticCustomError(code, exc.template, exc.context) from None
 
 
 def _observation(value: Any) -> list[float]:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from server.append_coalescer import AppendCoalescer
 from server.errors import ApiError, shorten, unavailable
 from server.live_sessions import LiveSessions
 from server.metrics import ServerMetrics
@@ -24,11 +25,13 @@ from server.mirror import HistoryMirror
 from server.registry import LoadedModel, ModelRegistry, describe_action
 from server.schemas import CreateSessionBody
 from server.store import (
+    AppendOutcome,
     InvalidRecord,
     InvalidSessionId,
     SessionExists,
     SessionMeta,
     SessionStore,
+    StepRecord,
     StoreUnavailable,
     dumps_json,
 )
@@ -88,11 +91,13 @@ class KeyedLocks:
 
 @dataclass(frozen=True)
 class SessionDeps:
-    """What the session and act services work with (one of each per app): the store, the loaded
-    models, the metrics, this process's history mirror, its per-session locks, its count of live
+    """What the session and act services work with (one of each per app): the store (and its
+    append coalescer), the loaded models, the metrics, this process's history mirror, its per-session locks, its count of live
     sessions and the metadata size limit."""
 
     store: SessionStore
+    appends: AppendCoalescer
+    """The store's appends, gathered per event-loop iteration (`ActService` appends through it)."""
     registry: ModelRegistry
     metrics: ServerMetrics
     mirror: HistoryMirror
@@ -106,16 +111,31 @@ class SessionDeps:
         try:
             return await awaitable
         except StoreUnavailable as exc:
-            log.warning("session store unavailable", extra={"op": op, "error": str(exc)[:200]})
-            raise unavailable(f"session store unavailable ({op}): {exc}", max(exc.retry_after, 1)) from exc
+            raise _unavailable(op, exc) from exc
         finally:
             self.metrics.store_op(op, time.perf_counter() - t)
+
+    async def append(
+        self, session_id: str, record: StepRecord, response: dict[str, Any], created_at: float
+    ) -> AppendOutcome:
+        """`SessionStore.append` through the coalescer, which times its round trips;
+        StoreUnavailable becomes a 503 ApiError."""
+        try:
+            return await self.appends.append(session_id, record, response, created_at)
+        except StoreUnavailable as exc:
+            raise _unavailable("append", exc) from exc
 
     async def forget(self, session_id: str, model: LoadedModel | None, created_at: float) -> None:
         """Drop the local mirror and the engine slot of a session."""
         self.mirror.drop(session_id)
         if model is not None and not model.batcher.closed:
             await model.batcher.evict((session_id, created_at))
+
+
+def _unavailable(op: str, exc: StoreUnavailable) -> ApiError:
+    """The 503 for a store call that found the store unavailable (logged)."""
+    log.warning("session store unavailable", extra={"op": op, "error": str(exc)[:200]})
+    return unavailable(f"session store unavailable ({op}): {exc}", max(exc.retry_after, 1))
 
 
 class SessionService:

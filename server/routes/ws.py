@@ -9,7 +9,6 @@ answered in order.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import msgpack
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from server import json_codec
 from server.act import parse_act
 from server.context import AppContext, ctx
 from server.errors import ApiError
@@ -60,7 +60,7 @@ async def _send(websocket: WebSocket, payload: dict[str, Any], binary: bool) -> 
     if binary:
         await websocket.send_bytes(msgpack.packb(payload, use_bin_type=True))
     else:
-        await websocket.send_text(json.dumps(payload, separators=(",", ":")))
+        await websocket.send_text(json_codec.dumps(payload).decode())
 
 
 @router.websocket("/sessions/{session_id}/ws")
@@ -72,7 +72,7 @@ async def session_socket(websocket: WebSocket, session_id: str) -> None:
         owner = c.auth.owner(websocket.headers)
     except ApiError as exc:
         c.metrics.act_done(exc.status, None)
-        await websocket.send_text(json.dumps(exc.frame()))
+        await websocket.send_text(json_codec.dumps(exc.frame()).decode())
         await websocket.close(POLICY_VIOLATION)
         return
     try:

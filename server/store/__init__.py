@@ -16,8 +16,10 @@ from server.store.errors import (
 )
 from server.store.memory import MemorySessionStore
 from server.store.models import (
+    MAX_STEP,
     SESSION_ID_PATTERN,
     AppendOutcome,
+    AppendRequest,
     Backbone,
     Episode,
     Retention,
@@ -26,6 +28,7 @@ from server.store.models import (
     StepRecord,
     as_backbone,
     dumps_json,
+    encode_json,
     episode_return_after,
     is_valid_session_id,
     meta_after_append,
@@ -38,8 +41,10 @@ from server.store.protocol import SessionStore
 from server.store.redis_store import RedisSessionStore, is_unavailable_error
 
 __all__ = [
+    "MAX_STEP",
     "SESSION_ID_PATTERN",
     "AppendOutcome",
+    "AppendRequest",
     "Backbone",
     "Episode",
     "InvalidRecord",
@@ -56,6 +61,7 @@ __all__ = [
     "StoreUnavailable",
     "as_backbone",
     "dumps_json",
+    "encode_json",
     "episode_return_after",
     "is_unavailable_error",
     "is_valid_session_id",

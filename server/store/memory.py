@@ -9,15 +9,15 @@ mutate them freely.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.store.checked import CheckedStore
-from server.store.errors import SessionExists
+from server import json_codec
+from server.store.checked import CheckedAppend, CheckedStore
+from server.store.errors import SessionExists, StoreError
 from server.store.models import (
     AppendOutcome,
     Episode,
@@ -85,13 +85,13 @@ class MemorySessionStore(CheckedStore):
 
     @staticmethod
     def _last_response(entry: _Entry) -> dict[str, Any] | None:
-        return None if entry.last_response_json is None else json.loads(entry.last_response_json)
+        return None if entry.last_response_json is None else json_codec.loads(entry.last_response_json)
 
     @classmethod
     def _meta_out(cls, entry: _Entry) -> SessionMeta:
         meta = entry.state.meta
         last_response = cls._last_response(entry)
-        metadata = json.loads(entry.metadata_json)
+        metadata = json_codec.loads(entry.metadata_json)
         return replace(meta, metadata=metadata, last_response=last_response, returns=list(meta.returns))
 
     # -- backend (arguments checked by `CheckedStore`) ---------------------------------------
@@ -138,9 +138,19 @@ class MemorySessionStore(CheckedStore):
                 return AppendOutcome("duplicate", response=self._last_response(entry))
             if rec.step != meta.next_step:
                 return AppendOutcome("conflict", next_step=meta.next_step)
-            state = state_after_append(entry.state, rec, json.loads(response_json))
+            state = state_after_append(entry.state, rec, json_codec.loads(response_json))
             self._sessions[session_id] = _Entry(state, entry.metadata_json, response_json, entry.expires_at)
         return AppendOutcome("appended")
+
+    async def _append_many(self, appends: list[CheckedAppend]) -> list[AppendOutcome | StoreError]:
+        """One `_append` after the other (each under the lock): no round trip to save here."""
+        outcomes: list[AppendOutcome | StoreError] = []
+        for append in appends:
+            try:
+                outcomes.append(await self._append(*append))
+            except StoreError as exc:  # this append's own refusal (InvalidRecord)
+                outcomes.append(exc)
+        return outcomes
 
     async def _delete(self, session_id: str) -> bool:
         """Remove the session; True if it existed (and had not expired)."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, TypeVar, cast, get_args
 
+from server import json_codec
 from server.store.errors import InvalidRecord, InvalidSessionId
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -67,6 +68,21 @@ def dumps_json(value: Any, field_name: str) -> str:
     deeper than Python can encode, or strings that are not valid Unicode (lone surrogates)."""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidRecord(f"{field_name} is not finite JSON: {exc}", field=field_name) from exc
+    if "\\ud" in text and _has_lone_surrogate(value):
+        raise InvalidRecord(
+            f"{field_name} holds a lone UTF-16 surrogate (not valid Unicode)", field=field_name
+        )
+    return text
+
+
+def encode_json(value: Any, field_name: str) -> str:
+    """`dumps_json` through `server.json_codec.dumps` (orjson where it agrees): the same refusals,
+    a text that may differ in form but never in value. For the records and responses of appends,
+    whose text nobody measures (`dumps_json` stays the measure of metadata size)."""
+    try:
+        text = json_codec.dumps(value).decode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidRecord(f"{field_name} is not finite JSON: {exc}", field=field_name) from exc
     if "\\ud" in text and _has_lone_surrogate(value):
@@ -226,6 +242,16 @@ class SessionState:
             "episodes": [e.to_dict() for e in self.episodes],
             "current": [r.to_dict() for r in self.current],
         }
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    """One append of `SessionStore.append_many`: the arguments of one `SessionStore.append`."""
+
+    session_id: str
+    record: StepRecord
+    response: dict[str, Any]
+    created_at: float | None = None
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from server.store.models import AppendOutcome, SessionMeta, SessionState, StepRecord
+from server.store.errors import StoreError
+from server.store.models import AppendOutcome, AppendRequest, SessionMeta, SessionState, StepRecord
 
 
 @runtime_checkable
@@ -53,6 +55,17 @@ class SessionStore(Protocol):
 
         Refreshes the idle TTL (also for duplicate / conflict, not for another incarnation). Raises `InvalidRecord` for a
         malformed record or a non-JSON response, before anything is written.
+        """
+        ...
+
+    async def append_many(self, appends: Sequence[AppendRequest]) -> list[AppendOutcome | StoreError]:
+        """Every append of ``appends`` as `append` would do it, in one round trip to the backend.
+
+        Each append is its own atomic, fenced append with its own outcome, in order: an
+        `AppendOutcome`, or the `StoreError` that `append` would have raised for it alone
+        (`InvalidRecord` before anything of it is written; `StoreUnavailable`). Raises
+        `StoreUnavailable` when the round trip itself failed: then any of them may or may not
+        have been stored, and each may be retried (a stored one answers "duplicate").
         """
         ...
 

@@ -10,7 +10,8 @@ Redis Cluster keeps them in one slot and the Lua scripts may touch them together
     <prefix>:{<sid>}:rets   list   every closed episode's return, in order
 
 Every write is one Lua script (EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT), so it is
-atomic and never half-applied. Needs Redis >= 7 (script shebangs / flags).
+atomic and never half-applied. `append_many` sends the append scripts of several sessions in one
+pipeline (one round trip per node), each still its own atomic script with its own reply. Needs Redis >= 7 (script shebangs / flags).
 
 Failure behaviour: connection and socket timeouts are short, redis-py retries ConnectionError /
 TimeoutError ``retries`` times, and every call runs under an overall deadline; anything that
@@ -26,12 +27,13 @@ Replica acknowledgement (``wait_replicas=N``): every create and append is follow
 once N replicas confirmed it; otherwise `StoreUnavailable`. The write may then be stored: a retry
 of the same step answers "duplicate" with the stored response, after waiting for the replicas
 again (the duplicate branch of the append script writes, so its WAIT covers the original write).
+A pipeline of appends is followed by one WAIT on its connection (on a cluster, where a WAIT covers
+one node, each append of it gets its own).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -43,8 +45,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
+from server import json_codec
 from server.store import lua
-from server.store.checked import CheckedStore
+from server.store.checked import CheckedAppend, CheckedStore
 from server.store.errors import InvalidRecord, SessionExists, StoreError, StoreUnavailable
 from server.store.meta_hash import meta_fields, parse_meta
 from server.store.models import (
@@ -53,7 +56,7 @@ from server.store.models import (
     SessionMeta,
     SessionState,
     StepRecord,
-    dumps_json,
+    encode_json,
 )
 
 T = TypeVar("T")
@@ -88,6 +91,30 @@ def is_unavailable_error(exc: BaseException) -> bool:
         code = str(exc).split(" ", 1)[0]
         return code in _UNAVAILABLE_CODES
     return False
+
+
+def store_error(exc: Exception) -> StoreError:
+    """The store error a Redis failure stands for: `StoreUnavailable` where Redis cannot serve now,
+    `InvalidRecord` for an episode return the append script found non-finite, else `StoreError`."""
+    if isinstance(exc, StoreError):
+        return exc
+    if is_unavailable_error(exc):
+        return StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
+    if "T2MIR_NONFINITE" in str(exc):
+        return InvalidRecord("episode return overflowed to a non-finite value", field="reward")
+    return StoreError(f"redis error: {type(exc).__name__}: {exc}")
+
+
+def _append_outcome(reply: list[Any]) -> AppendOutcome:
+    """The append script's reply as an `AppendOutcome`."""
+    status = reply[0]
+    if status == "appended":
+        return AppendOutcome("appended")
+    if status == "duplicate":
+        return AppendOutcome("duplicate", response=json_codec.loads(reply[1]))
+    if status == "conflict":
+        return AppendOutcome("conflict", next_step=int(reply[1]))
+    return AppendOutcome("missing")
 
 
 class RedisSessionStore(CheckedStore):
@@ -175,13 +202,7 @@ class RedisSessionStore(CheckedStore):
         except StoreError:
             raise
         except (rexc.RedisError, OSError, TimeoutError) as exc:
-            if is_unavailable_error(exc):
-                raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
-            if "T2MIR_NONFINITE" in str(exc):
-                raise InvalidRecord(
-                    "episode return overflowed to a non-finite value", field="reward"
-                ) from exc
-            raise StoreError(f"redis error: {type(exc).__name__}: {exc}") from exc
+            raise store_error(exc) from exc
 
     async def _create(self, meta: SessionMeta, metadata_json: str) -> None:
         session_id = meta.session_id
@@ -198,8 +219,8 @@ class RedisSessionStore(CheckedStore):
         if res is None:
             return None
         flat, rets, cur, eps = res
-        episodes = sorted((Episode.from_dict(json.loads(e)) for e in eps), key=lambda e: e.index)
-        current = [StepRecord.from_dict(json.loads(r)) for r in cur]
+        episodes = sorted((Episode.from_dict(json_codec.loads(e)) for e in eps), key=lambda e: e.index)
+        current = [StepRecord.from_dict(json_codec.loads(r)) for r in cur]
         return SessionState(parse_meta(flat, rets), episodes, current)
 
     async def _get_meta(self, session_id: str) -> SessionMeta | None:
@@ -212,58 +233,97 @@ class RedisSessionStore(CheckedStore):
         self, session_id: str, rec: StepRecord, response_json: str, created_at: float | None
     ) -> AppendOutcome:
         """Atomic, idempotent append keyed on ``record.step``: one Lua script."""
-        args = [
+        args = self._append_args(rec, response_json, created_at)
+        return _append_outcome(await self._run(self._write(self._append_lua, self.keys(session_id), args)))
+
+    async def _append_many(self, appends: list[CheckedAppend]) -> list[AppendOutcome | StoreError]:
+        """One append script per append, all in one pipeline (one round trip per node)."""
+        calls = [
+            (self.keys(session_id), self._append_args(rec, response_json, created_at))
+            for session_id, rec, response_json, created_at in appends
+        ]
+        results = await self._run(self._write_many(self._append_lua, calls))
+        return [store_error(r) if isinstance(r, Exception) else _append_outcome(r) for r in results]
+
+    def _append_args(self, rec: StepRecord, response_json: str, created_at: float | None) -> list[str]:
+        """ARGV of the append script (`server.store.lua.APPEND`)."""
+        return [
             str(rec.step),
-            dumps_json(rec.to_dict(), "record"),
+            encode_json(rec.to_dict(), "record"),
             response_json,
             "" if rec.reward is None else repr(rec.reward),
             "1" if rec.done else "0",
             self._ttl_ms,
             "" if created_at is None else repr(float(created_at)),
         ]
-        res = await self._run(self._write(self._append_lua, self.keys(session_id), args))
-        status = res[0]
-        if status == "appended":
-            return AppendOutcome("appended")
-        if status == "duplicate":
-            return AppendOutcome("duplicate", response=json.loads(res[1]))
-        if status == "conflict":
-            return AppendOutcome("conflict", next_step=int(res[1]))
-        return AppendOutcome("missing")
 
     async def _write(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
         """Run a writing script; with ``wait_replicas``, acknowledged only once replicas have it."""
-        replicas, timeout_ms = self._wait
-        if not replicas:
+        if not self._wait[0]:
             return await script(keys=keys, args=args)
+        (result,) = await self._write_many(script, [(keys, args)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _write_many(self, script: AsyncScript, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
+        """Run a writing script once per (keys, args), all in one pipeline; with ``wait_replicas``,
+        acknowledged only once replicas have them (else `StoreUnavailable` for all). Returns each
+        call's reply, or the error Redis answered for that call alone."""
+        replicas, timeout_ms = self._wait
+        if replicas and isinstance(self._client, RedisCluster) and len(calls) > 1:
+            # a WAIT covers the writes of one node's connection: one pipeline per call
+            each = await asyncio.gather(
+                *(self._write_many(script, [c]) for c in calls), return_exceptions=True
+            )
+            replies: list[Any] = []
+            for r in each:
+                if isinstance(r, BaseException) and not isinstance(r, Exception):
+                    raise r  # cancelled: not an answer of Redis
+                replies.append(r if isinstance(r, BaseException) else r[0])
+            return replies
         node: ClusterNode | None = None
-        if isinstance(self._client, RedisCluster):
+        if replicas and isinstance(self._client, RedisCluster):
             await self._client.initialize()  # no-op once the slot map is loaded
-            node = self._client.get_node_from_key(keys[0])
-        for _ in range(2):  # a second round after loading the script (NOSCRIPT)
-            # EVALSHA and WAIT in one pipeline: one connection, so WAIT covers this write
+            node = self._client.get_node_from_key(calls[0][0][0])
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):  # a second round, of the calls that found no script, after SCRIPT LOAD
+            # the scripts and WAIT in one pipeline: one connection, so WAIT covers these writes
             pipe: Pipeline | ClusterPipeline = self._client.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            if node is None:
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if replicas and node is None:
                 pipe.execute_command("WAIT", replicas, timeout_ms)
-            else:
+            elif replicas:
                 pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
-            result, confirmed = await pipe.execute(raise_on_error=False)
-            if isinstance(result, rexc.NoScriptError):
-                await self._client.script_load(script.script)
-                continue
-            if isinstance(result, Exception):
-                raise result
-            if isinstance(confirmed, Exception):
-                raise StoreUnavailable(f"WAIT failed: {type(confirmed).__name__}: {confirmed}")
-            if node is not None and self._moved(node, keys[0]):
-                raise StoreUnavailable("the session's slot moved during the write; retry")
-            if int(confirmed) < replicas:
-                raise StoreUnavailable(
-                    f"{confirmed} of {replicas} replica(s) confirmed the write within {timeout_ms} ms"
-                )
-            return result
+            replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=False):  # WAIT's reply is last
+                if isinstance(reply, rexc.NoScriptError):
+                    missing.append(i)
+                else:
+                    results[i] = reply
+            if replicas and len(missing) < len(todo):
+                self._check_confirmed(replies[-1], node, calls[0][0][0])
+            if not missing:
+                return results
+            await self._client.script_load(script.script)
+            todo = missing
         raise StoreError("script missing on the server after SCRIPT LOAD")
+
+    def _check_confirmed(self, confirmed: Any, node: ClusterNode | None, key: str) -> None:
+        """Raise `StoreUnavailable` unless WAIT's reply confirms the writes before it."""
+        replicas, timeout_ms = self._wait
+        if isinstance(confirmed, Exception):
+            raise StoreUnavailable(f"WAIT failed: {type(confirmed).__name__}: {confirmed}")
+        if node is not None and self._moved(node, key):
+            raise StoreUnavailable("the session's slot moved during the write; retry")
+        if int(confirmed) < replicas:
+            raise StoreUnavailable(
+                f"{confirmed} of {replicas} replica(s) confirmed the write within {timeout_ms} ms"
+            )
 
     def _moved(self, node: ClusterNode, key: str) -> bool:
         """True if ``key``'s slot is now served by another node than ``node`` (WAIT asked the old one)."""

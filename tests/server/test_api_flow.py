@@ -5,7 +5,11 @@ loaded, small mirrors that force rebuilds, and the ``serve`` command's argument 
 from __future__ import annotations
 
 import argparse
+import json
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -14,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
+from server.routes import ActFastPath
 from server.schemas import Timings
 from server.settings import ServerSettings
 from server.store import AppendOutcome, MemorySessionStore, SessionMeta, StepRecord, StoreUnavailable
@@ -123,6 +128,58 @@ def test_acts_on_the_mirror_cost_one_store_call_and_a_rebuild_one_more(app_clien
     assert calls_during(client, lambda: play(range(1, 5))) == {"append": 4}
     ctx.sessions.deps.mirror.drop("r1")
     assert calls_during(client, lambda: play(range(5, 6))) == {"load": 1, "append": 1}
+
+
+def test_the_acts_of_one_engine_call_share_one_store_round_trip(app_client):
+    """The acts answered by one engine call store their steps in one round trip (one
+    ``append_many``), each fenced and answered on its own."""
+    client, _, ctx = app_client
+    sessions = ["b0", "b1", "b2", "b3"]  # the engine has 4 cache slots
+    for sid in sessions:
+        recreate(client, sid)
+    model = ctx.registry.resolve("darkroom-test")
+    release, blocked = threading.Event(), threading.Event()
+
+    def block() -> None:
+        blocked.set()
+        release.wait(30)
+
+    def wait_until(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+    statuses: list[int] = []
+
+    def play() -> None:
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            held = client.portal.start_task_soon(model.batcher.run_on_worker, block)
+            wait_until(blocked.is_set)  # the engine thread is busy: nothing runs until release
+            first = pool.submit(act, client, sessions[0], 0)  # its engine call, alone, waits
+            wait_until(lambda: model.batcher.pending == 1 and model.batcher.queued == 0)
+            rest = [pool.submit(act, client, sid, 0) for sid in sessions[1:]]
+            wait_until(lambda: model.batcher.queued == len(sessions) - 1)  # the next call's batch
+            release.set()
+            held.result(30)
+            statuses.extend(f.result().status_code for f in [first, *rest])
+
+    batches_before = batch_counts(client)
+    assert calls_during(client, play) == {"load": 4, "append": 2}  # each first step reads its session
+    assert statuses == [200] * 4
+    assert batch_counts(client) - batches_before == 2  # engine calls of 1 and of 3 acts
+    assert [client.get(f"/sessions/{sid}").json()["step"] for sid in sessions] == [1] * 4
+
+
+def batch_counts(client) -> float:
+    """Engine calls so far (from ``/metrics``)."""
+    text = client.get("/metrics").text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "t2mir_batch_size_count"
+    )
 
 
 def at_position(episode: int, t: int, obs_dim: int) -> SessionHistory:
@@ -359,3 +416,63 @@ def test_continuous_sessions_explore_with_seeded_noise(tmp_path, make_checkpoint
             assert refused.status_code == 422, refused.text
             assert refused.json()["error"]["field"] == "action_noise"
         assert client.post("/sessions", json={"model": "darkroom-test"}).json()["action_noise"] == 0.0
+
+
+def test_acts_take_the_fast_path_and_everything_else_goes_on_to_the_app(app_client):
+    """`ActFastPath` answers ``POST /sessions/{id}/act`` itself (the same handler and answer as the
+    route) and hands every other request to the app untouched."""
+    client, _, _ = app_client
+    recreate(client, "fp")
+    passed: list[tuple[str, str]] = []
+
+    async def app_behind(scope, receive, send) -> None:
+        passed.append((scope["method"], scope["path"]))
+        await client.app(scope, receive, send)
+
+    async def call(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "app": client.app,
+            "state": {},
+        }
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await ActFastPath(app_behind)(scope, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    def request(method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        return client.portal.call(call, method, path, body)
+
+    status, body = request("POST", "/sessions/fp/act", b'{"step": 0, "observation": [1.0, 0.0]}')
+    assert status == 200 and json.loads(body)["step"] == 0
+    status, body = request(
+        "POST", "/sessions/fp/act", b'{"step": 5, "observation": [5.0, 1.0], "reward": 0.25}'
+    )
+    assert (status, json.loads(body)["error"]["code"], json.loads(body)["error"]["expected_step"]) == (
+        409,
+        "step_conflict",
+        1,
+    )
+    assert request("POST", "/sessions/fp/act", b"{")[0] == 400
+    assert not passed
+    assert request("GET", "/sessions/fp/act")[0] == 405
+    assert request("POST", "/sessions/fp/act/")[0] in (307, 404)
+    assert request("POST", "/sessions//act")[0] in (307, 404, 405)
+    assert request("GET", "/healthz")[0] == 200
+    assert passed == [
+        ("GET", "/sessions/fp/act"),
+        ("POST", "/sessions/fp/act/"),
+        ("POST", "/sessions//act"),
+        ("GET", "/healthz"),
+    ]

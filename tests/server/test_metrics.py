@@ -6,7 +6,7 @@ import torch
 from model_factory import tiny_policy
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.metrics import ServerMetrics
+from server.metrics import ACT_BATCH, ServerMetrics, observe_all
 from t2mir_model import ActRequest, DecodeEngine
 from t2mir_model.history import SessionHistory
 
@@ -198,3 +198,30 @@ def test_soft_router_series_sum_the_m3dt_routing():
         assert routers == {"soft"} and layers == {"0", "1"}, name
     entropy = [s.value for s in found["t2mir_router_token_entropy"]]
     assert all(0.0 < v <= 1.0 for v in entropy)
+
+
+def test_observe_all_is_one_observe_per_amount():
+    """The batched histogram update leaves the series exactly as one ``observe`` per amount."""
+    amounts = [0.0, 0.0005, 0.0007, 0.001, 0.003, 0.02, 0.02, 4.9, 5.0, 7.5, 1e9]
+    one_by_one, batched = ServerMetrics(), ServerMetrics()
+    for amount in amounts:
+        one_by_one.queue_wait.observe(amount)
+    observe_all(batched.queue_wait, amounts)
+    observe_all(batched.queue_wait, [])
+    assert families(batched)["t2mir_queue_wait_seconds"] == families(one_by_one)["t2mir_queue_wait_seconds"]
+
+
+def test_act_answers_are_added_in_batches_and_at_every_scrape():
+    metrics = ServerMetrics()
+    for i in range(ACT_BATCH + 3):
+        metrics.act_done(200 if i % 2 else 503, 0.002)
+    registry_total = metrics.registry.get_sample_value("t2mir_act_requests_total", {"status": "200"})
+    assert registry_total == ACT_BATCH // 2  # the first ACT_BATCH answers, added at once
+    statuses = {
+        s.labels["status"]: s.value
+        for s in families(metrics)["t2mir_act_requests"]
+        if s.name.endswith("_total")
+    }
+    assert statuses == {"200": (ACT_BATCH + 3) // 2, "503": (ACT_BATCH + 4) // 2}
+    latency = {s.name: s.value for s in families(metrics)["t2mir_act_latency_seconds"]}
+    assert latency["t2mir_act_latency_seconds_count"] == ACT_BATCH + 3

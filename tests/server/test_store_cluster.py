@@ -23,6 +23,7 @@ from redis_server import (
 )
 
 from server.store import (
+    AppendRequest,
     RedisSessionStore,
     Retention,
     SessionMeta,
@@ -188,6 +189,50 @@ async def test_unconfirmed_step_is_refused_then_its_retry_answers_the_stored_res
     state = await waiting_store.load("w2")
     assert state is not None and [r.step for r in state.current] == [0, 1]
     assert (await waiting_store.append("w2", rec("w2", 2), {"s": 2})).status == "appended"
+
+
+async def test_batched_appends_are_acknowledged_once_the_replica_has_them(
+    waiting_store: RedisSessionStore, replicated: tuple[RedisServer, RedisServer]
+) -> None:
+    """`append_many` waits once for the whole pipeline; unconfirmed, every append of it is refused
+    and each retry answers its stored response."""
+    _, replica = replicated
+    sessions = ["b1", "b2", "b3"]
+    for sid in sessions:
+        await waiting_store.create(meta(sid))
+    outcomes = await waiting_store.append_many([AppendRequest(s, rec(s, 0), {"s": 0}) for s in sessions])
+    assert [getattr(o, "status", o) for o in outcomes] == ["appended"] * 3
+    with SyncRedis.from_url(replica.url, decode_responses=True) as on_replica:
+        assert [on_replica.hget(waiting_store.keys(s)[0], "next_step") for s in sessions] == ["1"] * 3
+    replica.pause()
+    try:
+        with pytest.raises(StoreUnavailable, match="0 of 1 replica"):
+            await waiting_store.append_many([AppendRequest(s, rec(s, 1), {"s": 1}) for s in sessions])
+    finally:
+        replica.resume()
+    outcomes = await waiting_store.append_many([AppendRequest(s, rec(s, 1), {"s": 1}) for s in sessions])
+    assert [(getattr(o, "status", o), getattr(o, "response", o)) for o in outcomes] == [
+        ("duplicate", {"s": 1})
+    ] * 3
+
+
+async def test_batched_appends_on_a_cluster_wait_per_node(redis_cluster: RedisClusterServers) -> None:
+    """On a cluster, each append of a batch is acknowledged by its own master's replica."""
+    store = RedisSessionStore(redis_cluster.url, cluster=True, wait_replicas=1, wait_timeout_ms=1500)
+    sessions = [f"batched-{i}" for i in range(6)]  # spread over the masters
+    try:
+        for sid in sessions:
+            await store.delete(sid)
+            await store.create(meta(sid))
+        for step in range(3):
+            outcomes = await store.append_many(
+                [AppendRequest(s, rec(s, step), {"s": step}) for s in sessions]
+            )
+            assert [getattr(o, "status", o) for o in outcomes] == ["appended"] * len(sessions)
+        for sid in sessions:
+            assert (await store.get_meta(sid)).next_step == 3  # type: ignore[union-attr]
+    finally:
+        await store.aclose()
 
 
 async def test_without_replicas_every_write_is_refused(replicated: tuple[RedisServer, RedisServer]) -> None:

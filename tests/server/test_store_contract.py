@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from server.store import (
+    AppendOutcome,
+    AppendRequest,
     Episode,
     InvalidRecord,
     InvalidSessionId,
@@ -447,3 +449,73 @@ async def test_memory_store_is_thread_safe() -> None:
     state = await store.load("s1")
     assert [r.step for r in state.current] == list(range(200))
     assert sum(counts) == 200 and state.meta.episode_return == 199.0
+
+
+async def test_append_many_gives_each_append_its_own_outcome(store: SessionStore) -> None:
+    """One round trip, each append fenced on its own: appended, duplicate, conflict (step or
+    incarnation), missing and invalid side by side, each as `append` alone would answer it."""
+    for sid in ("a", "b", "c", "d", "e"):
+        await store.create(make_meta(sid))
+    for sid in ("a", "c"):
+        await store.append(sid, rec(0), {"a": 0})
+    await store.append("e", rec(0), {})
+    await store.append("e", rec(1, 1e308), {})
+    outcomes = await store.append_many(
+        [
+            AppendRequest("a", rec(1, 1.0), {"a": 1}),
+            AppendRequest("b", rec(0), {"b": 0}, created_at=1700000000.123456),
+            AppendRequest("c", rec(0), {"other": True}),  # c's step 0 again: its stored answer
+            AppendRequest("d", rec(3), {}),
+            AppendRequest("d", rec(0), {}, created_at=1.0),  # another incarnation
+            AppendRequest("nope", rec(0), {}),
+            AppendRequest("bad id {x}", rec(0), {}),
+            AppendRequest("b", StepRecord(1, [float("nan")], 1.0, 0, False), {}),
+            AppendRequest("e", rec(2, 1e308), {}),  # episode return overflows
+            AppendRequest("a", rec(2, 0.5, done=True), {"a": 2}),  # after a's step 1, same batch
+        ]
+    )
+    status = [o.status if isinstance(o, AppendOutcome) else type(o).__name__ for o in outcomes]
+    assert status == [
+        "appended",
+        "appended",
+        "duplicate",
+        "conflict",
+        "conflict",
+        "missing",
+        "missing",
+        "InvalidRecord",
+        "InvalidRecord",
+        "appended",
+    ]
+    assert isinstance(outcomes[2], AppendOutcome) and outcomes[2].response == {"a": 0}
+    assert [o.next_step for o in outcomes[3:5] if isinstance(o, AppendOutcome)] == [0, 0]
+    state = await store.load("a")
+    assert state is not None and state.meta.returns == [1.5] and state.meta.next_step == 3
+    assert (await store.get_meta("b")).next_step == 1  # type: ignore[union-attr]
+    assert (await store.get_meta("e")).next_step == 2  # type: ignore[union-attr]
+    assert await store.append_many([]) == []
+
+
+async def test_append_many_stores_what_appends_one_by_one_store(store: SessionStore) -> None:
+    """Episodes played through batched appends leave every session as sequential appends do."""
+    rng = random.Random(3)
+    rewards = {sid: [round(rng.uniform(-1, 1), 3) for _ in range(11)] for sid in ("x", "y", "z")}
+    for sid in rewards:
+        await store.create(make_meta(sid, count=2))
+        await store.create(make_meta(f"{sid}-seq", count=2))
+    for step in range(12):
+
+        def record(sid: str, step: int = step) -> StepRecord:
+            episode_step = step % 4
+            reward = None if episode_step == 0 else rewards[sid][step - 1]
+            return rec(step, reward, done=episode_step == 3, action=step % 3)
+
+        outcomes = await store.append_many([AppendRequest(sid, record(sid), {"s": step}) for sid in rewards])
+        assert [o.status for o in outcomes if isinstance(o, AppendOutcome)] == ["appended"] * 3
+        for sid in rewards:
+            assert (await store.append(f"{sid}-seq", record(sid), {"s": step})).status == "appended"
+    for sid in rewards:
+        batched, sequential = await store.load(sid), await store.load(f"{sid}-seq")
+        assert batched is not None and sequential is not None
+        sequential.meta.session_id = sid
+        assert snap(batched) == snap(sequential)

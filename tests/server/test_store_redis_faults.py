@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis_server import RedisServer, free_port, redis_server_binary
 
 from server.store import (
+    AppendRequest,
     RedisSessionStore,
     Retention,
     SessionMeta,
@@ -175,6 +176,9 @@ async def test_down_fails_fast_then_recovers(aof_server: RedisServer, admin: Red
             "load": lambda: store.load("s1"),
             "get_meta": lambda: store.get_meta("s1"),
             "append": lambda: store.append("s1", rec(8), {"a": 8}),
+            "append_many": lambda: store.append_many(
+                [AppendRequest("s1", rec(8), {}), AppendRequest("s2", rec(0), {})]
+            ),
             "delete": lambda: store.delete("s1"),
         }
         for name, call in calls.items():
