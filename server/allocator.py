@@ -27,6 +27,7 @@ from dataclasses import dataclass
 log = logging.getLogger("t2mir.server")
 
 M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 """``mallopt`` parameter numbers (glibc's malloc.h)."""
@@ -34,37 +35,49 @@ M_ARENA_MAX = -8
 
 @dataclass(frozen=True)
 class MallocOption:
-    """One ``mallopt`` setting and the environment variable that overrides it."""
+    """One ``mallopt`` setting, the environment variable and tunable that override it, the
+    ``t2mir serve`` flag that overrides those, and the server's default (None: glibc's own)."""
 
     env: str
     tunable: str
     param: int
-    value: int
+    flag: str
+    default: int | None
 
 
 MALLOC_OPTIONS = (
-    MallocOption("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", M_MMAP_THRESHOLD, 128 * 1024),
-    MallocOption("MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", M_TRIM_THRESHOLD, 128 * 1024),
-    MallocOption("MALLOC_ARENA_MAX", "glibc.malloc.arena_max", M_ARENA_MAX, 2),
-)
-"""The server's defaults: glibc's own initial thresholds, kept fixed; two arenas."""
+    MallocOption("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", M_MMAP_THRESHOLD,
+                 "--malloc-mmap-threshold", 128 * 1024),
+    MallocOption("MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", M_TRIM_THRESHOLD,
+                 "--malloc-trim-threshold", 128 * 1024),
+    MallocOption("MALLOC_TOP_PAD_", "glibc.malloc.top_pad", M_TOP_PAD, "--malloc-top-pad", None),
+    MallocOption("MALLOC_ARENA_MAX", "glibc.malloc.arena_max", M_ARENA_MAX, "--malloc-arena-max", 2),
+)  # fmt: skip
+"""Every setting the server makes, with its default (module docstring)."""
 
 
-def tune_malloc(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
-    """Apply `MALLOC_OPTIONS` not already set in ``environ``; returns what was applied (empty when
-    the C library is not glibc)."""
+def tune_malloc(
+    environ: Mapping[str, str] = os.environ, flags: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Apply the `MALLOC_OPTIONS`: a value in ``flags`` (by ``env`` name) always, a default unless
+    ``environ`` already sets it. Returns what was applied by ``env`` name (empty when the C library
+    is not glibc)."""
     libc = _glibc()
     if libc is None:
         return {}
+    flags = flags or {}
     tunables = environ.get("GLIBC_TUNABLES", "")
     applied = {}
     for option in MALLOC_OPTIONS:
-        if option.env in environ or option.tunable in tunables:
-            continue
-        if libc.mallopt(option.param, option.value) == 1:
-            applied[option.env] = option.value
+        value = flags.get(option.env)
+        if value is None:
+            if option.default is None or option.env in environ or option.tunable in tunables:
+                continue
+            value = option.default
+        if libc.mallopt(option.param, value) == 1:
+            applied[option.env] = value
         else:
-            log.warning("mallopt(%d, %d) failed", option.param, option.value)
+            log.warning("mallopt(%d, %d) failed", option.param, value)
     return applied
 
 
