@@ -11,8 +11,41 @@ and none of it came back when they were deleted (docs/memory.md).
 `tune_malloc` fixes the mmap threshold (blocks of at least 128 KiB are mapped on their own and
 unmapped when freed, which also fixes the trim threshold) and caps the number of arenas. It runs
 at the start of ``t2mir serve``, before any worker thread exists. A setting the environment already
-gives (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``, ``MALLOC_TRIM_THRESHOLD_`` or
-``GLIBC_TUNABLES``) is left alone; elsewhere than on glibc nothing is done.
+gives (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_TOP_PAD_`` or ``GLIBC_TUNABLES``) is left alone, unless a ``t2mir serve`` flag gives it
+(``--malloc-mmap-threshold``, ``--malloc-trim-threshold``, ``--malloc-top-pad``,
+``--malloc-arena-max``: the flag wins); elsewhere than on glibc nothing is done.
+
+What the small threshold costs. Every block of 128 KiB or more is a fresh mapping, zero-filled page
+by page on first touch and unmapped when freed, so an engine call pays page faults for all its large
+transient tensors. One cached decode step of the shipped DarkRoom checkpoint (200-step context, one
+torch thread, arena max 2; CPU time per step, which other jobs on the cores do not inflate; ``python
+scripts/malloc_step_cost.py --mmap-threshold N --trim-threshold M``), the settings in turn, two
+rounds (a third for 128 KiB and 4 MiB, one for 32 MiB / 1 MiB), on 2 cores shared with other jobs at
+load average 8-12:
+
+| mmap / trim threshold | batch 1 | batch 64 | RSS after the steps |
+|---|---|---|---|
+| 128 KiB / 128 KiB (default) | 2.1-3.1 ms | 57-77 ms | 368 MB |
+| 1 MiB / 1 MiB | 2.3-2.8 ms | 52-57 ms | 373 MB |
+| 4 MiB / 4 MiB | 2.1-2.4 ms | 49-56 ms | 387 MB |
+| 32 MiB / 32 MiB | 1.9-2.3 ms | 24-31 ms | 473-528 MB |
+| 32 MiB / 1 MiB | 2.5 ms | 27 ms | 460 MB |
+| glibc's own (a rising threshold) | 2.3 ms | 25-27 ms | 502-530 MB |
+
+So at batch 1 the setting is within the noise, and at batch 64 the gathered key/value rows (tens of
+MB per layer) cost twice their compute when mapped per call. But a threshold above those blocks
+keeps them in the arenas' heaps: with 32 MiB / 32 MiB, `tests/server/test_memory_soak.py`'s server
+(200 sessions per cycle, in-process store) went 468 -> 611 -> 700 -> 728 MB over three cycles with
+every session deleted after each (the test allows 96 MB after the first cycle, then 10%), so it does
+not keep memory bounded. The end-to-end benchmark, ``t2mir bench --sessions 1,64 --duration 5
+--warmup 1 --transport http --no-growth --parity-acts 0 --no-baseline`` with
+``--server-arg=--malloc-mmap-threshold=N --server-arg=--malloc-trim-threshold=N`` for N = 128 KiB,
+1, 4 and 32 MiB, two interleaved rounds, measured the same direction at 64 sessions (server CPU per
+act 3.0 / 3.7, 2.7 / 4.6, 2.9 / 2.2, 2.4 / 1.8 ms), but with the server given 16-49% of a core by
+the other jobs, its acts/s (46-165) measured the machine's load, not the allocator. The default
+stays 128 KiB until a setting that keeps the soak test's bounds is measured faster; the batch-64
+cost goes away with decoding that reads the cache in place instead of gathering it.
 """
 
 from __future__ import annotations
