@@ -215,7 +215,8 @@ OVERLOAD_TEXT = """\
 Overload control (`server/batcher.py`): each act must be answered by its engine call within the
 act deadline (`--act-deadline-ms`, `T2MIR_ACT_DEADLINE_MS`, default 500 ms) of its arrival. An act
 whose expected wait (the rest of the running engine call, the full batches queued ahead of it and
-its own call, each costed from the recent engine calls) would pass the deadline, or that finds
+its own call, sized like recent calls under load, each costed at the 0.9 quantile of recent calls'
+slowdown, plus the hand-off back to the event loop at its 0.9 quantile) would pass the deadline, or that finds
 `--max-queue` acts queued, is answered 503 `overloaded` with `Retry-After`; so is a queued act whose
 call, about to start, would end past its deadline. Nothing is stored and the engine never runs it:
 the client resends the same step after `Retry-After`. `t2mir_queue_depth{model}` and
