@@ -18,10 +18,11 @@ engine never runs it:
 
 - at admission, when the queue already holds ``max_queue`` requests, or when the expected wait
   (`server.call_cost.expected_wait`: the rest of the running call, the full batches queued ahead,
-  then its own call, each costed by the recent engine calls) would end past its deadline;
-- at dispatch, when the call about to start would end past its deadline (the estimate at
-  admission was too low, e.g. after a burst): its answer would be late anyway, and the slot goes
-  to a request that can still make it.
+  then its own call, each costed at a high quantile of the recent engine calls, plus the hand-off
+  back to the event loop at a high quantile) would end past its deadline;
+- at dispatch, when the call about to start (same costs) would end past its deadline (the
+  estimate at admission was too low, e.g. after a burst or a slow call): its answer would be late
+  anyway, and the slot goes to a request that can still make it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.call_cost import CallCost, expected_wait
+from server.call_cost import CallCost, Quantile, expected_wait
 from server.engine_thread import EngineThread, EngineThreadStopped
 
 log = logging.getLogger("t2mir.server")
@@ -153,6 +154,9 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         self.deadline = deadline_ms / 1000.0
         self.max_queue = max_queue
         self.cost = CallCost()
+        self.handoff = Quantile()
+        """Seconds an engine call's requests spend around it (to the worker thread and back to the
+        event loop), at the `server.call_cost.QUANTILE` of recent calls."""
         self._on_output = on_output
         self._worker = EngineThread(f"t2mir-{name}", setup=functools.partial(_init_worker, torch_threads))
         self._queue: deque[_Item[ReqT, ResT]] = deque()
@@ -183,7 +187,9 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         """Seconds until a request queued now would be answered (`server.call_cost.expected_wait`)."""
         now = time.perf_counter() if now is None else now
         running_for = now - self._running_since
-        return expected_wait(self.cost, len(self._queue), self.max_batch_size, self._running, running_for)
+        return expected_wait(
+            self.cost, len(self._queue), self.max_batch_size, self._running, running_for, self.handoff.value
+        )
 
     @property
     def closed(self) -> bool:
@@ -291,7 +297,8 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         batch: list[_Item[ReqT, ResT]] = []
         keys: set[Hashable] = set()
         kept: deque[_Item[ReqT, ResT]] = deque()
-        ends = time.perf_counter() + self.cost.seconds(min(len(self._queue), self.max_batch_size))
+        call = self.cost.seconds(min(len(self._queue), self.max_batch_size))
+        ends = time.perf_counter() + call + self.handoff.value
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by its caller before it ran
@@ -325,6 +332,7 @@ class Batcher(Generic[ReqT, ResT, OutT]):
             self._running = 0
         self.calls += 1
         self.cost.observe(len(batch), forward)
+        self.handoff.observe(max(time.perf_counter() - start - forward, 0.0))
         for item, wait, outcome in zip(batch, waits, outcomes, strict=True):
             if item.future.done():
                 continue

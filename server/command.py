@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.allocator import tune_malloc
+from server.allocator import MALLOC_OPTIONS, MallocOption, tune_malloc
 from server.logs import log_config
 from server.settings import ServerSettings
 
@@ -77,6 +77,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``serve`` flags."""
     for flag, dest, kwargs in FLAGS:
         parser.add_argument(flag, dest=dest, default=None, **kwargs)
+    for option in MALLOC_OPTIONS:
+        default = "glibc's" if option.default is None else f"{option.default}"
+        parser.add_argument(
+            option.flag,
+            dest=_malloc_dest(option),
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"glibc malloc setting (default {default}; overrides {option.env})",
+        )
+
+
+def _malloc_dest(option: MallocOption) -> str:
+    return option.flag.lstrip("-").replace("-", "_")
+
+
+def malloc_flags(args: argparse.Namespace) -> dict[str, int]:
+    """The malloc settings given as flags, by environment variable name (`server.allocator`)."""
+    values = {option.env: getattr(args, _malloc_dest(option), None) for option in MALLOC_OPTIONS}
+    return {env: value for env, value in values.items() if value is not None}
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -102,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = log_config(settings.log_level, settings.key_values())
     logging.config.dictConfig(config)
-    tune_malloc()  # before the app starts any thread (server/allocator.py)
+    tune_malloc(flags=malloc_flags(args))  # before the app starts any thread (server/allocator.py)
     app = create_app(settings)
     headers = HeaderLimits(settings.header_timeout_s, settings.max_header_bytes)
     server = uvicorn.Server(

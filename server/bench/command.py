@@ -134,8 +134,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; returns the exit code (1 if any act failed, the parity check disagreed, or
-    the overload row lost or invented a step)."""
+    """Run the benchmark; returns the exit code (1 if any act or ceiling request failed, the parity
+    check disagreed, or the overload row lost or invented a step)."""
     from server.bench.runner import BenchOptions, run_bench
 
     if args.from_json:
@@ -206,5 +206,6 @@ def _publish(report: dict[str, Any], args: argparse.Namespace, write_json: bool)
         any(r["errors"] for r in report["runs"])
         or bool(report["parity"] and report["parity"]["mismatches"])
         or bool(overload.get("errors") or overload.get("lost_steps") or overload.get("phantom_steps"))
+        or bool((report.get("ceiling") or {}).get("errors"))
     )
     return 1 if failed else 0

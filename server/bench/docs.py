@@ -21,10 +21,12 @@ from typing import Any
 from server.bench.report import (
     batch_table,
     breakdown_table,
+    ceiling_table,
     growth_table,
     load_table,
     overload_table,
     ratio_table,
+    transport_table,
 )
 
 PREFIX = "benchmarks_"
@@ -88,12 +90,49 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         store = report["config"]["store"]
         verdict = _verdict(p50 <= 5.0) + ("" if store == "redis" else f" (store: {store}, not Redis)")
         out.append(("p50 act latency at 1 session <= 5 ms (HTTP + Redis)", f"{p50:.2f} ms", verdict))
+    out += _serving_targets(report)
     growth = report.get("growth")
     if growth and len(growth["rows"]) > 1:
         last = growth["rows"][-1]
         measured = f"x{last['cached_growth']:.2f} for x{last['context_growth']:.0f} context"
         verdict = _verdict(growth["cached_at_most_linear"])
         out.append(("cached per-act cost grows at most linearly (10% tolerance)", measured, verdict))
+    return out
+
+
+CEILING_SHARE_TARGET = 0.4
+CEILING_SHARE_STRETCH = 0.6
+
+
+def _serving_targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Ceiling share at 64 sessions, WebSocket against HTTP, answered p99 and lost steps under overload."""
+    out = []
+    at64 = next(
+        (r for r in report["runs"] if (r["target"], r["sessions"], r["transport"]) == ("t2mir", 64, "http")),
+        None,
+    )
+    if at64 and at64.get("ceiling_share") is not None:
+        share = at64["ceiling_share"]
+        verdict = _verdict(share >= CEILING_SHARE_TARGET)
+        if share >= CEILING_SHARE_STRETCH:
+            verdict += f" (stretch {CEILING_SHARE_STRETCH:g} met)"
+        out.append((f"acts/s at 64 sessions (HTTP) >= {CEILING_SHARE_TARGET:g} of GET /healthz/s at 64 "
+                    f"connections (stretch {CEILING_SHARE_STRETCH:g})", f"{share:.2f}", verdict))  # fmt: skip
+    pairs = report.get("transport_ratios") or []
+    if pairs:
+        measured = ", ".join(
+            f"x{p['sessions']}: {p['ws_over_http']:.2f}" for p in pairs if p["ws_over_http"] is not None
+        )
+        ok = all(p["ws_over_http"] is not None and p["ws_over_http"] > 1.0 for p in pairs)
+        out.append(("WebSocket acts/s above HTTP at every session count", measured, _verdict(ok)))
+    overload = report.get("overload")
+    if overload and overload.get("deadline_ms") and overload["latency_ms"]["p99"] is not None:
+        p99, deadline = overload["latency_ms"]["p99"], overload["deadline_ms"]
+        out.append((f"under {overload['factor']:g}x overload, answered p99 < the {deadline:g} ms deadline",
+                    f"{p99:.0f} ms", _verdict(p99 < deadline)))  # fmt: skip
+    if overload:
+        lost = f"{overload['lost_steps']} of {overload['acknowledged_steps']}"
+        out.append(("under overload, no acknowledged step lost", lost, _verdict(overload["lost_steps"] == 0)))
     return out
 
 
@@ -133,6 +172,8 @@ def _load(report: dict[str, Any], figs: dict[str, str]) -> list[str]:
     lines += [f"![{k}]({figs[k]})" for k in ("latency", "throughput") if k in figs] + [""]
     lines += ["Latency is measured by the client (request sent to answer read). `acts/s` counts actions",
               "answered inside the window; server CPU is in percent of one core.", ""]  # fmt: skip
+    if report.get("ceiling"):
+        lines += _ceiling(report)
     if report["ratios"]:
         lines += ["## Against the naive baseline", "",
                   "The baseline (`server/bench/baseline.py`) is what a stateless policy server does: every call",
@@ -153,11 +194,29 @@ def _load(report: dict[str, Any], figs: dict[str, str]) -> list[str]:
     return lines
 
 
+CEILING_TEXT = """\
+The ceiling row loads the same server, in the same run, with `GET /healthz` (a route that only
+answers) on as many keep-alive connections as the largest session count, each sending its next
+request once the previous answer is read: same load generator, warm-up and window as the act
+rows. It is what the server's HTTP stack and event loop, with this load generator on the same
+cores, can answer with no act work at all. *ceiling share*: an act row's acts/s over that rate."""
+
+
+def _ceiling(report: dict[str, Any]) -> list[str]:
+    lines = ["## Against the server's own HTTP ceiling", "", ceiling_table(report["ceiling"], report["runs"],
+             markdown=True), "", CEILING_TEXT, ""]  # fmt: skip
+    if report.get("transport_ratios"):
+        lines += ["### WebSocket against HTTP", "", "The same session counts over both transports (t2mir).",
+                  "", transport_table(report["transport_ratios"], markdown=True), ""]  # fmt: skip
+    return lines
+
+
 OVERLOAD_TEXT = """\
 Overload control (`server/batcher.py`): each act must be answered by its engine call within the
 act deadline (`--act-deadline-ms`, `T2MIR_ACT_DEADLINE_MS`, default 500 ms) of its arrival. An act
 whose expected wait (the rest of the running engine call, the full batches queued ahead of it and
-its own call, each costed from the recent engine calls) would pass the deadline, or that finds
+its own call, sized like recent calls under load, each costed at the 0.9 quantile of recent calls'
+slowdown, plus the hand-off back to the event loop at its 0.9 quantile) would pass the deadline, or that finds
 `--max-queue` acts queued, is answered 503 `overloaded` with `Retry-After`; so is a queued act whose
 call, about to start, would end past its deadline. Nothing is stored and the engine never runs it:
 the client resends the same step after `Retry-After`. `t2mir_queue_depth{model}` and

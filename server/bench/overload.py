@@ -106,8 +106,12 @@ async def drive_paced(
 
 
 async def audit(drivers: Sequence[SessionDriver], backend: T2MIRBackend) -> dict[str, int]:
-    """Acknowledged steps against stored steps, over every session (module docstring)."""
-    stored = await asyncio.gather(*(backend.stored_step(d.session_id) for d in drivers))
+    """Acknowledged steps against stored steps, over every session (module docstring); read
+    ``CREATE_CONCURRENCY`` sessions at a time."""
+    stored: list[int] = []
+    for i in range(0, len(drivers), CREATE_CONCURRENCY):
+        chunk = drivers[i : i + CREATE_CONCURRENCY]
+        stored += await asyncio.gather(*(backend.stored_step(d.session_id) for d in chunk))
     acknowledged = sum(d.step for d in drivers)
     lost = sum(max(d.step - s, 0) for d, s in zip(drivers, stored, strict=True))
     phantom = sum(max(s - d.step, 0) for d, s in zip(drivers, stored, strict=True))

@@ -10,8 +10,11 @@ JSON layout (``schema: "t2mir-bench/1"``)::
              error_samples, latency_ms: {p50, p95, p99, mean, max},
              server_timings_ms: {part: {mean, p50}}, cpu_percent: {server, redis, loadgen},
              engine_calls, batch: {mean, histogram: [{sizes, calls}]} | null,
-             cache: {hits, misses, hit_rate} | null}],
+             cache: {hits, misses, hit_rate} | null, ceiling_share}],
      ratios: [{transport, sessions, throughput_ratio, p50_latency_ratio}],
+     ceiling: {path, connections, duration_s, requests, requests_per_s, latency_ms, errors,
+               error_samples, cpu_percent} | null,
+     transport_ratios: [{sessions, http_acts_per_s, ws_acts_per_s, ws_over_http}],
      overload: {factor, deadline_ms, capacity_sessions, capacity_acts_per_s, sessions, rate_per_session,
                 offered_acts_per_s, duration_s, answered, answered_acts_per_s, latency_ms,
                 server_total_ms, deadline_path_ms, shed, shed_rate, shed_without_retry_after, errors,
@@ -42,6 +45,8 @@ REPORT_KEYS = (
     "parity",
     "runs",
     "ratios",
+    "ceiling",
+    "transport_ratios",
     "overload",
     "growth",
     "plots",
@@ -62,6 +67,7 @@ RUN_KEYS = (
     "engine_calls",
     "batch",
     "cache",
+    "ceiling_share",
 )
 
 
@@ -136,8 +142,8 @@ def _run_cells(run: dict[str, Any]) -> list[Any]:
 
 def load_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """Latency, throughput, batching, cache and CPU per (target, transport, sessions)."""
-    headers = [*RUN_HEADERS, "p50 ms", "p95 ms", "p99 ms", "acts/s", "mean batch", "cache hits",
-               "server CPU %", "errors"]  # fmt: skip
+    headers = [*RUN_HEADERS, "p50 ms", "p95 ms", "p99 ms", "acts/s", "ceiling share", "mean batch",
+               "cache hits", "server CPU %", "errors"]  # fmt: skip
     rows = []
     for r in runs:
         lat = r["latency_ms"]
@@ -148,6 +154,7 @@ def load_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
                 lat["p95"],
                 lat["p99"],
                 f"{r['acts_per_s']:,.0f}",
+                _share(r.get("ceiling_share")),
                 (r["batch"] or {}).get("mean"),
                 _pct((r["cache"] or {}).get("hit_rate")),
                 f"{r['cpu_percent'].get('server'):.0f}"
@@ -156,6 +163,39 @@ def load_table(runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
                 r["errors"],
             ]
         )
+    return table(headers, rows, markdown)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def ceiling_table(ceiling: dict[str, Any], runs: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """The server's ``GET /healthz`` rate, then each t2mir act row's share of it."""
+    lat = ceiling["latency_ms"]
+    cpu = ceiling["cpu_percent"].get("server")
+    headers = [*RUN_HEADERS, "requests or acts/s", "p50 ms", "p99 ms", "server CPU %", "ceiling share"]
+    rows: list[list[Any]] = [
+        [f"GET {ceiling['path']}", "http", ceiling["connections"], f"{ceiling['requests_per_s']:,.0f}",
+         lat["p50"], lat["p99"], "-" if cpu is None else f"{cpu:.0f}", "1.00"]
+    ]  # fmt: skip
+    for r in runs:
+        if r.get("ceiling_share") is None:
+            continue
+        server_cpu = r["cpu_percent"].get("server")
+        rows.append([*_run_cells(r), f"{r['acts_per_s']:,.0f}", r["latency_ms"]["p50"], r["latency_ms"]["p99"],
+                     "-" if server_cpu is None else f"{server_cpu:.0f}", _share(r["ceiling_share"])])  # fmt: skip
+    return table(headers, rows, markdown)
+
+
+def transport_table(ratios: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """t2mir over WebSocket against HTTP, per session count."""
+    headers = ["sessions", "HTTP acts/s", "WebSocket acts/s", "WebSocket / HTTP"]
+    rows = [
+        [r["sessions"], f"{r['http_acts_per_s']:,.0f}", f"{r['ws_acts_per_s']:,.0f}",
+         "-" if r["ws_over_http"] is None else f"{r['ws_over_http']:.2f}x"]
+        for r in ratios
+    ]  # fmt: skip
     return table(headers, rows, markdown)
 
 
@@ -273,6 +313,10 @@ def print_report(report: dict[str, Any]) -> None:
         print("\nwhere the time of one act goes (mean ms)\n" + breakdown_table(report["runs"]))
         if any(r["batch"] for r in report["runs"]):
             print("\n" + batch_table(report["runs"]))
+    if report.get("ceiling"):
+        print("\nagainst the server's own HTTP ceiling\n" + ceiling_table(report["ceiling"], report["runs"]))
+    if report.get("transport_ratios"):
+        print("\nWebSocket against HTTP\n" + transport_table(report["transport_ratios"]))
     if report["ratios"]:
         print("\n" + ratio_table(report["ratios"]))
     if report.get("overload"):

@@ -4,8 +4,10 @@ Order: (1) start redis-server (``--store redis`` without a URL), the t2mir serve
 (their start-ups overlap); (2) parity check: one greedy session on both servers in lock step;
 (3) for each session count: for each transport, fresh t2mir sessions are prefilled and measured,
 then the same sessions (cloned from the first transport's prefill) are measured on the baseline;
-(4) with ``overload``, the overload row on fresh sessions over HTTP (`server.bench.overload`);
-(5) stop every process; (6) cost growth in this process, with nothing else of ours running.
+(4) the ceiling row: ``GET /healthz`` on as many connections as the largest session count
+(`server.bench.ceiling`); (5) with ``overload``, the overload row on fresh sessions over HTTP
+(`server.bench.overload`); (6) stop every process; (7) cost growth in this process, with nothing
+else of ours running.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.bench import processes
+from server.bench.ceiling import ceiling_share, measure_ceiling, transport_ratios
 from server.bench.episodes import check_env, make_envs
 from server.bench.growth import growth_config, growth_report, measure_growth
 from server.bench.loadgen import Probe, SessionDriver, parity_check, prefill, run_phase
@@ -243,10 +246,32 @@ async def _overload(options: BenchOptions, svc: Services, info: ModelInfo, tag: 
     return row
 
 
-async def _load(
-    options: BenchOptions, svc: Services
-) -> tuple[ModelInfo, dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
-    """Parity check, then every (session count, transport) on t2mir and each session count on the baseline."""
+async def _ceiling(options: BenchOptions, svc: Services) -> dict[str, Any]:
+    """The t2mir server's ``GET /healthz`` rate at the largest session count (`server.bench.ceiling`)."""
+    connections = max(options.sessions)
+    pids = {"server": svc.pids.get("server"), "redis": svc.pids.get("redis")}
+    async with new_http(connections, options.api_key) as http:
+        row = await measure_ceiling(
+            http, svc.server_url, connections, options.warmup_s, options.duration_s, _plain_probe(pids)
+        )
+    _say(f"ceiling: GET {row['path']} x{connections}: {row['requests_per_s']:.0f} requests/s")
+    return row
+
+
+@dataclass
+class Loaded:
+    """What the servers' part of a run measured."""
+
+    info: ModelInfo
+    parity: dict[str, Any] | None
+    runs: list[dict[str, Any]]
+    ceiling: dict[str, Any] | None
+    overload: dict[str, Any] | None
+
+
+async def _load(options: BenchOptions, svc: Services) -> Loaded:
+    """Parity check, then every (session count, transport) on t2mir and each session count on the
+    baseline, the server's ceiling, the overload row."""
     tag = uuid.uuid4().hex[:6]
     async with new_http(1, options.api_key) as http:
         info = await fetch_model_info(http, svc.server_url)
@@ -263,8 +288,11 @@ async def _load(
             replay = replay or prefilled
         if svc.baseline_url and replay:
             runs.append(await _measure_baseline(options, svc, replay))
+    ceiling = await _ceiling(options, svc) if runs else None
+    for row in runs:
+        row["ceiling_share"] = ceiling_share(row, ceiling)
     overload = await _overload(options, svc, info, tag) if options.overload else None
-    return info, parity, runs, overload
+    return Loaded(info, parity, runs, ceiling, overload)
 
 
 def _plain_probe(pids: dict[str, int | None]) -> Probe:
@@ -279,7 +307,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     machine = machine_info(options.device)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     with services(options) as svc:
-        info, parity, runs, overload = asyncio.run(_load(options, svc))
+        loaded = asyncio.run(_load(options, svc))
+    info, runs = loaded.info, loaded.runs
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     growth = None
     if options.context_episodes:
@@ -329,10 +358,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             "server_args": options.server_args,
             "baseline": bool(options.baseline),
         },
-        "parity": parity,
+        "parity": loaded.parity,
         "runs": runs,
         "ratios": ratios(runs),
-        "overload": overload,
+        "ceiling": loaded.ceiling,
+        "transport_ratios": transport_ratios(runs),
+        "overload": loaded.overload,
         "growth": growth,
         "plots": {},
     }

@@ -180,9 +180,10 @@ class T2MIRBackend:
     async def stored_step(self, session_id: str) -> int:
         """The session's next step as the server stores it (``GET /sessions/{id}``)."""
         async with self.http.get(f"{self.base_url}/sessions/{session_id}") as response:
+            raw = await response.read()
             if response.status != 200:
-                raise ActError(f"GET /sessions/{session_id} -> {response.status}")
-            return int((await response.json())["step"])
+                raise ActError(f"GET /sessions/{session_id} -> {response.status}: {raw[:300]!r}")
+            return int(json.loads(raw)["step"])
 
     async def delete(self, session_id: str) -> None:
         """Close the socket (if any) and delete the session."""

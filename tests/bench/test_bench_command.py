@@ -58,6 +58,12 @@ def test_bench_command_end_to_end(bench_run, capsys):
         if run["target"] == "t2mir":
             assert run["batch"]["mean"] >= 1 and run["cache"]["hit_rate"] is not None
             assert run["cpu_percent"]["redis"] is not None
+    ceiling = report["ceiling"]
+    assert ceiling["connections"] == 2 and ceiling["errors"] == 0 and ceiling["requests_per_s"] > 0
+    for run in report["runs"]:
+        share = run["acts_per_s"] / ceiling["requests_per_s"] if run["target"] == "t2mir" else None
+        assert run["ceiling_share"] == share
+    assert report["transport_ratios"] == []  # HTTP only
     assert [(r["sessions"], r["transport"]) for r in report["ratios"]] == [(1, "http"), (2, "http")]
     assert all(r["throughput_ratio"] > 0 and r["p50_latency_ratio"] > 0 for r in report["ratios"])
     growth = report["growth"]
@@ -69,7 +75,8 @@ def test_bench_command_end_to_end(bench_run, capsys):
     assert all(Path(p).stat().st_size > 1000 for p in report["plots"].values())
     doc = (out / "docs" / "benchmarks.md").read_text()
     for heading in ("## Machine", "## Command", "## Latency and throughput", "## Against the naive baseline",
-                    "## Where the time of one act goes", "## Cost growth with context", "## Fixes that followed"):  # fmt: skip
+                    "## Where the time of one act goes", "## Cost growth with context", "## Fixes that followed",
+                    "## Against the server's own HTTP ceiling"):  # fmt: skip
         assert heading in doc
     assert "t2mir bench --checkpoint" in doc and "](benchmarks_latency.png)" in doc
     assert BEGIN in doc and END in doc
@@ -94,7 +101,8 @@ def test_report_only_mode_rerenders_a_saved_report(bench_run, tmp_path, capsys):
     doc = tmp_path / "benchmarks.md"
     assert main(["bench", "--from-json", str(out / "report.json"), "--markdown", str(doc)]) == 0
     assert "## Cost growth with context" in doc.read_text()
-    assert "cost growth with context" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cost growth with context" in out and "against the server's own HTTP ceiling" in out
 
 
 def test_metrics_delta_from_two_scrapes():

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 
 from server.batcher import Batcher, BatcherClosed, Overloaded
-from server.call_cost import CallCost, expected_wait
 
 pytestmark = pytest.mark.anyio
 
@@ -181,65 +180,25 @@ async def test_evict_runs_on_the_worker_thread_after_running_calls():
     await batcher.close()
 
 
-def test_call_cost_fits_fixed_and_per_request_cost():
-    cost = CallCost()
-    assert cost.seconds(8) == 0.0  # nothing measured: nothing is refused
-    for n in (1, 4, 16, 2, 8, 32) * 3:
-        cost.observe(n, 0.002 + 0.0005 * n)
-    assert cost.seconds(1) == pytest.approx(0.0025, rel=1e-6)
-    assert cost.seconds(64) == pytest.approx(0.034, rel=1e-6)
-
-
-def test_call_cost_without_spread_is_proportional_above_the_seen_size():
-    cost = CallCost()
-    for _ in range(10):
-        cost.observe(2, 0.010)
-    assert cost.seconds(1) == pytest.approx(0.010)  # never below the measured call
-    assert cost.seconds(8) == pytest.approx(0.040)  # no fixed cost assumed: an upper bound
-
-
-def test_call_cost_follows_recent_calls():
-    cost = CallCost()
-    for _ in range(50):
-        cost.observe(4, 0.100)
-    for _ in range(100):
-        cost.observe(4, 0.010)
-    assert cost.seconds(4) == pytest.approx(0.010, rel=0.1)  # 0.95**100: the old calls weigh 0.6%
-
-
-def test_expected_wait_counts_the_running_call_full_batches_and_its_own_call():
-    cost = CallCost()
-    for n in (1, 2, 4) * 3:
-        cost.observe(n, 0.010 * n)  # d(n) = 10 ms per request
-    assert expected_wait(cost, 0, 4) == pytest.approx(0.010)
-    assert expected_wait(cost, 3, 4) == pytest.approx(0.040)  # joins the 3 queued: a call of 4
-    assert expected_wait(cost, 9, 4) == pytest.approx(2 * 0.040 + 0.020)
-    running = expected_wait(cost, 0, 4, running=2, running_for=0.005)
-    assert running == pytest.approx(0.015 + 0.010)
-    assert expected_wait(cost, 0, 4, running=2, running_for=1.0) == pytest.approx(0.010)
-
-
 async def test_acts_expected_to_miss_the_deadline_are_refused_before_queueing():
     engine = FakeEngine(hold=1)
-    batcher = Batcher(engine, max_batch_size=4, max_wait_ms=0, deadline_ms=900)
+    batcher = Batcher(engine, max_batch_size=4, max_wait_ms=0, deadline_ms=1300)
     first = asyncio.ensure_future(batcher.submit(Req("a")))
     await wait_entered(engine)
     for _ in range(5):
-        batcher.cost.observe(1, 0.200)  # d(n) = 200 ms per request (no spread: proportional)
-    await asyncio.sleep(0.25)  # the running call is past its estimate
+        batcher.cost.observe(1, 0.300)  # d(n) = 300 ms per request (no spread: proportional)
     admitted = [asyncio.ensure_future(batcher.submit(Req(k))) for k in "bcd"]
     await asyncio.sleep(0)
-    assert batcher.queued == 3  # waits 200, 400, 600 ms; the next would join a call of 4: 800 ms
+    assert batcher.queued == 3  # the rest of a's call (300 ms), then a call of 1, 2, 3: 600, 900, 1200 ms
     late = [asyncio.ensure_future(batcher.submit(Req(k))) for k in "efg"]
-    await asyncio.sleep(0)
-    assert batcher.queued == 4
-    outcomes = await asyncio.gather(*late[1:], return_exceptions=True)
-    assert all(isinstance(o, Overloaded) for o in outcomes)  # 4 ahead: 800 + 200 ms > 900 ms
-    assert all(o.retry_after == pytest.approx(0.1, abs=0.02) for o in outcomes)
-    engine.gate.set()
-    results = await asyncio.gather(first, *admitted, late[0])
-    assert [r.result.action for r in results] == list("abcde")
-    assert engine.calls == [["a"], ["b", "c", "d", "e"]]  # the shed ones never reached the engine
+    outcomes = await asyncio.gather(*late, return_exceptions=True)
+    assert all(isinstance(o, Overloaded) for o in outcomes)  # 300 + a call of 4 (1200 ms) > 1300 ms
+    retry = [o.retry_after for o in outcomes if isinstance(o, Overloaded)]
+    assert retry == pytest.approx([0.2] * 3, abs=0.05)  # less the ms a's call already ran
+    engine.gate.set()  # a's call took a few ms: b, c and d now expect 3 * 250 ms from their arrival
+    results = await asyncio.gather(first, *admitted)
+    assert [r.result.action for r in results] == list("abcd")
+    assert engine.calls == [["a"], ["b", "c", "d"]]  # the shed ones never reached the engine
     await batcher.close()
 
 

@@ -7,9 +7,9 @@ deadline. The load generator of ``t2mir bench --overload`` (`server.bench.overlo
 measures the capacity (16 sessions back to back), then paces 64 sessions at 4x that rate.
 
 Margins. The deadline bounds the time from an act's arrival to its engine call's answer (parse,
-store read, queue wait, forward), using the mean cost of recent engine calls: on 2 cores shared
-with other jobs single calls take several times their mean, so that part gets 150 ms of estimate
-error at p99 (measured up to 355 ms on the deadline path at load average 15). After the engine call the act is stored (one Redis round trip), handed back to the
+store read, queue wait, forward), costing engine calls at a high quantile of recent calls
+(`server.call_cost`): on 2 cores shared with other jobs single calls stall for CPU well past
+that, so that part gets 150 ms of estimate error at p99 (measured up to 355 ms on the deadline path at load average 15). After the engine call the act is stored (one Redis round trip), handed back to the
 event loop, serialised, and read by the client (this process, on the same cores). Measured here
 at load average 10-16 on 2 cores, those parts reach 300-600 ms at p99 (hand-back 145, store write
 125, transport 150+; client p99 up to 870 ms), 50 ms when the machine is quiet: answered acts must
