@@ -39,7 +39,7 @@ def main() -> None:
 
     from t2mir_model import T2MIRPolicy
     from t2mir_model.layers.kv_cache import StepRow
-    from t2mir_model.t2mir.bench import _random_context
+    from t2mir_model.t2mir.bench import random_context
     from t2mir_model.t2mir.tokens import slice_tokens
 
     torch.set_num_threads(1)
@@ -48,7 +48,7 @@ def main() -> None:
     print(f"mmap threshold {args.mmap_threshold or 'glibc'}, trim threshold {args.trim_threshold or 'glibc'}")
     with torch.no_grad():
         for batch in args.batch:
-            tokens = _random_context(policy, batch, steps + 1)  # (B, 3 (steps + 1)) tokens
+            tokens = random_context(policy, batch, steps + 1)  # (B, 3 (steps + 1)) tokens
             cache = policy.new_cache(batch, max_tokens=3 * steps + 3)
             policy.decode(
                 cache, [StepRow(b, 3 * steps) for b in range(batch)], slice_tokens(tokens, 0, 3 * steps)

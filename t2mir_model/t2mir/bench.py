@@ -51,7 +51,8 @@ def _median_ms(fn: Callable[[], None], repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _random_context(policy: T2MIRPolicy, batch: int, steps: int) -> TokenBatch:
+def random_context(policy: T2MIRPolicy, batch: int, steps: int) -> TokenBatch:
+    """A seeded random context of ``steps`` steps per row for timing the policy -> tokens (B, 3 steps)."""
     config = policy.config
     g = torch.Generator().manual_seed(0)
     obs = torch.randn(batch, steps, config.observation.dim, generator=g)
@@ -77,7 +78,7 @@ def bench(policy: T2MIRPolicy, batch: int, context_steps: int, repeats: int, spr
     same rows, row b decoding slot ``b * spread``."""
     policy.eval()
     device = next(policy.parameters()).device
-    tokens = _random_context(policy, batch, context_steps + 1)
+    tokens = random_context(policy, batch, context_steps + 1)
     context = slice_tokens(tokens, 0, 3 * context_steps)
     step = slice_tokens(tokens, 3 * context_steps, 3 * context_steps + 3)
     slots = [b * spread for b in range(batch)]
