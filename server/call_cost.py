@@ -43,11 +43,16 @@ WINDOW = 64
 """Recent observations a `Quantile` keeps."""
 QUANTILE = 0.9
 """The quantile of recent observations that estimates the next one."""
+MIN_OBSERVATIONS = 10
+"""Observations a `Quantile` needs before it reports its quantile; with fewer it reports their
+median, so that one slow call after start-up (a cold cache, a stall) does not stand for the 0.9
+quantile of three calls and shed every act that follows."""
 
 
 @dataclass
 class Quantile:
-    """The ``q`` quantile of the last ``window`` observations (0 before any)."""
+    """The ``q`` quantile of the last ``window`` observations (0 before any; their median while
+    fewer than `MIN_OBSERVATIONS`)."""
 
     q: float = QUANTILE
     window: int = WINDOW
@@ -63,7 +68,8 @@ class Quantile:
         """Add one observation."""
         self._values.append(value)
         ordered = sorted(self._values)
-        self._value = ordered[max(math.ceil(self.q * len(ordered)) - 1, 0)]
+        q = self.q if len(ordered) >= MIN_OBSERVATIONS else 0.5
+        self._value = ordered[max(math.ceil(q * len(ordered)) - 1, 0)]
 
     @property
     def value(self) -> float:

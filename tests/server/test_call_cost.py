@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.call_cost import WINDOW, CallCost, Quantile, expected_wait
+from server.call_cost import MIN_OBSERVATIONS, WINDOW, CallCost, Quantile, expected_wait
 
 
 def linear_cost(per_request: float = 0.010) -> CallCost:
@@ -26,6 +26,27 @@ def test_quantile_is_the_nearest_rank_of_the_recent_window():
     assert q.value == 0.5
     with pytest.raises(ValueError):
         Quantile(1.5)
+
+
+def test_quantile_of_a_few_observations_is_their_median():
+    q = Quantile(0.9)
+    for x in (1.0, 1.0, 50.0):  # a cold first call among the first few
+        q.observe(x)
+    assert q.value == 1.0
+    for _ in range(MIN_OBSERVATIONS - 3):
+        q.observe(1.0)
+    assert q.value == 1.0  # the 0.9 quantile of ten, one slow: still the usual call
+    for _ in range(3):
+        q.observe(50.0)
+    assert q.value == 50.0  # slow calls that keep coming count
+
+
+def test_one_cold_call_at_start_does_not_refuse_what_follows():
+    cost = CallCost()
+    cost.observe(1, 0.010)
+    cost.observe(1, 0.500)  # a stall on the second call
+    cost.observe(1, 0.010)
+    assert cost.seconds(1) < 3 * cost.mean_seconds(1)
 
 
 def test_call_cost_fits_fixed_and_per_request_cost():

@@ -6,6 +6,10 @@
     server.logs()           # everything the process wrote (stdout + stderr)
     server.stop()           # SIGTERM (graceful), SIGKILL after a timeout; returns the exit code
 
+Overload shedding is off (``--act-deadline-ms 0``) unless the test passes its own
+``--act-deadline-ms``: the end-to-end tests check what acts answer, on a shared CI machine whose
+stalls would otherwise get some of them shed; `test_overload` sets the deadline it tests.
+
 The child gets PR_SET_PDEATHSIG=SIGKILL, so it never outlives the test process. Several servers
 can be launched first and waited for afterwards (`launch` + `wait_ready`), so their start-up
 overlaps.
@@ -87,6 +91,8 @@ class ServerProcess:
             cmd += ["--checkpoint", c]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
+        if "--act-deadline-ms" not in self.args:
+            cmd += ["--act-deadline-ms", "0"]
         return cmd + self.args
 
     @classmethod
