@@ -48,6 +48,7 @@ class AppContext:
             sessions_active=lambda: len(mirror),
             slots_used=registry.slots_used,
             queue_depths=registry.queue_depths,
+            decode_reads=registry.decode_reads,
         )
         sessions, acts = SessionService(deps), ActService(deps)
         return cls(settings, metrics, store, registry, sessions, acts, Authenticator(settings.key_values()))

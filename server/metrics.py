@@ -33,12 +33,13 @@ from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from t2mir_model import (
     EngineOutput,
     LayerRoutingSummary,
     LayerStatistics,
+    ReadCounts,
     cv_squared,
     normalised_entropy,
     summarize_routing,
@@ -96,6 +97,43 @@ class _QueueDepth:
     def describe(self) -> Iterator[Metric]:
         """The family without samples (so registering does not call the callback)."""
         yield GaugeMetricFamily("t2mir_queue_depth", "Acts waiting for an engine call", labels=["model"])
+
+
+class _DecodeReads:
+    """``t2mir_decode_reads_total{model,read}`` (``in_place`` / ``gathered`` steps) and
+    ``t2mir_decode_padding_rows_total{model}``: read from a callback at scrape time."""
+
+    def __init__(self, reads: Callable[[], Mapping[str, ReadCounts]]) -> None:
+        self.reads = reads
+
+    def collect(self) -> Iterator[Metric]:
+        """Both counter families with the engines' current counts."""
+        steps, padding = self._families()
+        for model, counts in sorted(self.reads().items()):
+            steps.add_metric([model, "in_place"], counts.in_place)
+            steps.add_metric([model, "gathered"], counts.gathered)
+            padding.add_metric([model], counts.padding_rows)
+        yield steps
+        yield padding
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples (so registering does not call the callback)."""
+        yield from self._families()
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "t2mir_decode_reads",
+                "Cached decode steps by how they read their slots",
+                labels=["model", "read"],
+            ),
+            CounterMetricFamily(
+                "t2mir_decode_padding_rows",
+                "Slot-range rows outside the batch read by in-place steps",
+                labels=["model"],
+            ),
+        )
 
 
 class ServerMetrics:
@@ -177,12 +215,16 @@ class ServerMetrics:
         sessions_active: Callable[[], float],
         slots_used: Callable[[], float],
         queue_depths: Callable[[], Mapping[str, int]] | None = None,
+        decode_reads: Callable[[], Mapping[str, ReadCounts]] | None = None,
     ) -> None:
-        """Read the live gauges from callbacks at scrape time (``queue_depths``: per model)."""
+        """Read the live gauges from callbacks at scrape time (``queue_depths``, ``decode_reads``:
+        per model)."""
         self.sessions_active.set_function(sessions_active)
         self.kv_slots_used.set_function(slots_used)
         if queue_depths is not None:
             self.registry.register(_QueueDepth(queue_depths))
+        if decode_reads is not None:
+            self.registry.register(_DecodeReads(decode_reads))
 
     # ------------------------------------------------------------------ models
     def model_loaded(self, model: str, version: str, backbone: str) -> None:

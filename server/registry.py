@@ -33,6 +33,7 @@ from t2mir_model import (
     EngineOptions,
     EngineOutput,
     PolicyEngine,
+    ReadCounts,
     ServedConfig,
     card_action_noise,
     load_engine,
@@ -257,6 +258,15 @@ class ModelRegistry:
         for m in list(self._models.values()):
             depths[m.name] = depths.get(m.name, 0) + m.batcher.queued
         return depths
+
+    def decode_reads(self) -> dict[str, ReadCounts]:
+        """How each model's cached decode steps read their slots (summed over its loaded versions)."""
+        reads: dict[str, ReadCounts] = {}
+        for m in list(self._models.values()):
+            r, own = reads.setdefault(m.name, ReadCounts()), m.engine.reads
+            r.in_place, r.gathered = r.in_place + own.in_place, r.gathered + own.gathered
+            r.padding_rows += own.padding_rows
+        return reads
 
     # ------------------------------------------------------------------ reload
     async def reload(self, name: str) -> tuple[LoadedModel, str]:

@@ -43,7 +43,7 @@ from .engine.loading import EngineOptions, load_engine
 from .exploration import MAX_ACTION_NOISE, card_action_noise, check_action_noise, explore
 from .history import Episode, SessionHistory
 from .layers.experts import set_sparse_dispatch
-from .layers.kv_cache import CacheCapacityError, KVCache, StepRow
+from .layers.kv_cache import CacheCapacityError, KVCache, ReadCounts, StepRow
 from .layers.routing import cv_squared, normalised_entropy
 from .layers.routing_summary import LayerRoutingSummary, LayerStatistics, summarize_routing
 from .m3dt.batch import M3DTBatch, stack_rows, window_row
@@ -109,6 +109,7 @@ __all__ = [
     "PolicyEngine",
     "PolicyOutput",
     "PromptError",
+    "ReadCounts",
     "ServedConfig",
     "SessionHistory",
     "StepRow",

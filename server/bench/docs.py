@@ -4,9 +4,9 @@ Figures (PNG, matplotlib's Agg backend, log scales): ``benchmarks_latency.png`` 
 latency against concurrent sessions), ``benchmarks_throughput.png`` (acts per second against
 sessions), ``benchmarks_growth.png`` (per-act time against context episodes, cached step versus
 full forward). The page: machine, command, targets, tables, figures and where the time of one act
-goes. Regenerating keeps the hand-written section between the ``fixes-that-followed`` markers, so
-the lead's notes on what the numbers led to survive a rerun. ``t2mir bench --from-json REPORT
---plots docs --markdown docs/benchmarks.md`` re-renders everything without measuring again.
+goes, with a link to ``docs/performance.md`` (what each part of the act path does). The page is
+generated whole: ``t2mir bench --from-json REPORT --plots docs --markdown docs/benchmarks.md``
+re-renders it without measuring again.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from server.bench.report import (
 )
 
 PREFIX = "benchmarks_"
-BEGIN = "<!-- fixes-that-followed:begin (kept when this file is regenerated) -->"
-END = "<!-- fixes-that-followed:end -->"
-PLACEHOLDER = "_Not filled in yet: the lead records here the fixes these measurements led to, with before/after numbers._"
+DESIGN_TEXT = """\
+What each part of the act path does to reach these figures (the request route, the store round
+trip, the engine hop, batched decoding over the key/value cache, the compiled step, overload
+control) and what limits it now: [performance.md](performance.md)."""
 
 PARTS_TEXT = """\
 - **parse**: request arrival to a validated body (JSON decoding, pydantic checks);
@@ -59,13 +60,6 @@ METHOD_TEXT = """\
 - The servers run with one intra-op torch thread each (the server default); the load generator,
   both servers and redis-server share the machine's cores.
 - Cost growth is measured in-process after the servers stopped (`server/bench/growth.py`)."""
-
-
-def _fixes_section(existing: str | None) -> str:
-    if existing and BEGIN in existing and END in existing:
-        body = existing.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
-        return f"{BEGIN}\n{body}\n{END}"
-    return f"{BEGIN}\n{PLACEHOLDER}\n{END}"
 
 
 def _verdict(ok: bool) -> str:
@@ -252,7 +246,7 @@ def _growth(growth: dict[str, Any], figs: dict[str, str]) -> list[str]:
     return lines + ([f"![growth]({figs['growth']})", ""] if "growth" in figs else [])
 
 
-def render(report: dict[str, Any], path: Path, existing: str | None = None) -> str:
+def render(report: dict[str, Any], path: Path) -> str:
     """The Markdown text for ``report``, to be written at ``path`` (figure links relative to it)."""
     figs = {k: os.path.relpath(v, path.parent) for k, v in (report.get("plots") or {}).items()}
     lines = _header(report) + _machine(report)
@@ -267,16 +261,15 @@ def render(report: dict[str, Any], path: Path, existing: str | None = None) -> s
     if report.get("growth"):
         lines += _growth(report["growth"], figs)
     lines += ["## Method", "", METHOD_TEXT, ""]
-    lines += ["## Fixes that followed", "", _fixes_section(existing), ""]
+    lines += ["## How the act path is built", "", DESIGN_TEXT, ""]
     return "\n".join(lines)
 
 
 def write_markdown(report: dict[str, Any], path: str | Path) -> Path:
-    """Write (or regenerate) the document, keeping its fixes section."""
+    """Write (or regenerate) the document."""
     path = Path(path)
-    existing = path.read_text() if path.exists() else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(re.sub(r"\n{3,}", "\n\n", render(report, path, existing)))
+    path.write_text(re.sub(r"\n{3,}", "\n\n", render(report, path)))
     return path
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..checkpoint import variant_name
 from ..history import SessionHistory
-from ..layers.kv_cache import StepRow
+from ..layers.kv_cache import ReadCounts, StepRow
 from ..layers.routing_summary import LayerStatistics
 from ..t2mir.context import ad_context_tokens, dpt_context_tokens, query_tokens, step_tokens
 from ..t2mir.fused_step import CompiledDecoder
@@ -77,6 +77,11 @@ class DecodeEngine:
     def slots_used(self) -> int:
         """Slots currently holding a session."""
         return len(self._slots)
+
+    @property
+    def reads(self) -> ReadCounts:
+        """How the cache's decode steps read their slots (in place, gathered, padding rows)."""
+        return self.cache.reads
 
     def is_cached(self, key: Hashable, history: SessionHistory) -> bool:
         """True when ``key``'s next act can decode incrementally (no history needed)."""

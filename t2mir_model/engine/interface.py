@@ -17,6 +17,7 @@ from typing import Protocol
 from torch import Tensor
 
 from ..history import SessionHistory
+from ..layers.kv_cache import ReadCounts
 from ..layers.routing_summary import LayerStatistics
 from ..t2mir.configuration import ActionSpec, ObservationSpec
 
@@ -105,6 +106,11 @@ class PolicyEngine(Protocol):
     @property
     def slots_used(self) -> int:
         """Slots currently holding a session."""
+        ...
+
+    @property
+    def reads(self) -> ReadCounts:
+        """How its cached decode steps read their slots (all zero for an engine without a cache)."""
         ...
 
     def act(self, requests: Sequence[ActRequest]) -> EngineOutput:

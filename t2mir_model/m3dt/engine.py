@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine.interface import ActRequest, ActResult, EngineOutput
+from ..layers.kv_cache import ReadCounts
 from .batch import stack_rows, window_row
 from .checkpoint import m3dt_variant
 from .configuration import M3DTConfig
@@ -49,6 +50,7 @@ class M3DTEngine:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.policy = policy.eval()
         self._max_batch = max_batch
+        self._reads = ReadCounts()
 
     @property
     def config(self) -> M3DTConfig:
@@ -69,6 +71,11 @@ class M3DTEngine:
     def slots_used(self) -> int:
         """Always 0: the engine keeps no per-session state."""
         return 0
+
+    @property
+    def reads(self) -> ReadCounts:
+        """Always zero: no cache to read."""
+        return self._reads
 
     def evict(self, key: Hashable) -> None:
         """Nothing to forget (no per-session state)."""

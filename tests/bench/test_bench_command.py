@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from server.bench.docs import BEGIN, END, write_markdown
 from server.bench.report import REPORT_KEYS, RUN_KEYS, SCHEMA
 from server.bench.stats import metrics_delta, parse_metrics
 from t2mir_model.cli import main
@@ -75,25 +74,11 @@ def test_bench_command_end_to_end(bench_run, capsys):
     assert all(Path(p).stat().st_size > 1000 for p in report["plots"].values())
     doc = (out / "docs" / "benchmarks.md").read_text()
     for heading in ("## Machine", "## Command", "## Latency and throughput", "## Against the naive baseline",
-                    "## Where the time of one act goes", "## Cost growth with context", "## Fixes that followed",
+                    "## Where the time of one act goes", "## Cost growth with context", "## How the act path is built",
                     "## Against the server's own HTTP ceiling"):  # fmt: skip
         assert heading in doc
     assert "t2mir bench --checkpoint" in doc and "](benchmarks_latency.png)" in doc
-    assert BEGIN in doc and END in doc
-
-
-def test_markdown_keeps_the_fixes_section(bench_run, tmp_path):
-    _, report, _ = bench_run
-    path = tmp_path / "benchmarks.md"
-    write_markdown(report, path)
-    text = path.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    path.write_text(text[:start] + "\n- batcher: run at once when idle (p50 9 -> 3 ms)\n" + text[end:])
-    report = {**report, "label": "second run"}
-    write_markdown(report, path)
-    again = path.read_text()
-    assert "- batcher: run at once when idle (p50 9 -> 3 ms)" in again
-    assert "> second run" in again
+    assert "](performance.md)" in doc
 
 
 def test_report_only_mode_rerenders_a_saved_report(bench_run, tmp_path, capsys):

@@ -36,6 +36,7 @@ REQUIRED_PANELS = {
     "Act requests by status": "t2mir_act_requests_total",
     "Queue depth": "t2mir_queue_depth",
     "Acts shed": "t2mir_acts_shed_total",
+    "Decode reads in place": "t2mir_decode_reads_total",
 }
 
 

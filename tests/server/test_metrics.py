@@ -7,7 +7,7 @@ from model_factory import tiny_policy
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import ACT_BATCH, ServerMetrics, observe_all
-from t2mir_model import ActRequest, DecodeEngine
+from t2mir_model import ActRequest, DecodeEngine, ReadCounts
 from t2mir_model.history import SessionHistory
 
 DESIGN_NAMES = {
@@ -31,6 +31,8 @@ DESIGN_NAMES = {
     "t2mir_model_info",
     "t2mir_queue_depth",
     "t2mir_acts_shed",
+    "t2mir_decode_reads",
+    "t2mir_decode_padding_rows",
 }
 
 
@@ -56,7 +58,13 @@ def engine_output(steps: int = 3):
 
 def test_exposition_has_exactly_the_design_names():
     metrics = ServerMetrics()
-    metrics.bind(sessions_active=lambda: 3, slots_used=lambda: 2, queue_depths=lambda: {"m": 5})
+    reads = ReadCounts(in_place=7, gathered=2, padding_rows=3)
+    metrics.bind(
+        sessions_active=lambda: 3,
+        slots_used=lambda: 2,
+        queue_depths=lambda: {"m": 5},
+        decode_reads=lambda: {"m": reads},
+    )
     metrics.model_loaded("m", "1", "ad")
     metrics.act_shed("m")
     metrics.act_done(200, 0.004)
@@ -78,6 +86,9 @@ def test_exposition_has_exactly_the_design_names():
     assert [(s.labels, s.value) for s in found["t2mir_queue_depth"]] == [({"model": "m"}, 5.0)]
     shed = [(s.labels, s.value) for s in found["t2mir_acts_shed"] if s.name.endswith("_total")]
     assert shed == [({"model": "m"}, 1.0)]
+    steps = {s.labels["read"]: s.value for s in found["t2mir_decode_reads"]}
+    assert steps == {"in_place": 7.0, "gathered": 2.0}
+    assert [s.value for s in found["t2mir_decode_padding_rows"]] == [3.0]
 
 
 def test_expert_counters_match_routing_and_labels_are_bounded():
