@@ -14,8 +14,9 @@
 #              smaller) with https://download.pytorch.org/whl/cpu.
 # TORCH_VERSION torch version pin (empty: the newest the index has).
 # DEVICE       default T2MIR_DEVICE of the image (cuda or cpu); the environment can override it.
-# COMPILER     1: add g++ and the Python headers to the runtime image, which `t2mir serve --compile`
-#              (T2MIR_COMPILE_STEP=true) needs to build its AOTInductor decode step at load.
+# COMPILER     1: add g++ and the Python headers to the runtime image, which `t2mir serve` needs
+#              to build its AOTInductor decode step at load (T2MIR_COMPILE_STEP=auto, the default,
+#              serves eagerly without them).
 #
 # Only the `server` and `client` extras are installed, and the `training/` package is not copied:
 # nothing on the serving path imports the training stack (gymnasium, MuJoCo, SB3); `t2mir train`

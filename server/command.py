@@ -31,7 +31,13 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--compile",
         "compile_step",
-        {"action": "store_const", "const": True, "help": "compile the one-session decode step at load"},
+        {
+            "choices": ["auto", "on", "off"],
+            "nargs": "?",
+            "const": "on",
+            "help": "compile the one-session decode step at load: auto (default: when on the CPU with a "
+            "C++ compiler), on (bare --compile), off",
+        },
     ),
     ("--max-batch-size", "max_batch_size", {"type": int, "help": "sessions per engine call (default 64)"}),
     ("--max-wait-ms", "max_wait_ms", {"type": float, "help": "batch window under load (default 2)"}),

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from t2mir_model import (
     PolicyEngine,
     ReadCounts,
     ServedConfig,
+    StepCompileError,
     card_action_noise,
     load_engine,
     read_card,
@@ -113,24 +116,48 @@ class LoadedModel:
             "max_episode_steps": c.max_episode_steps,
             "context_episodes": c.context_episodes,
             "cache_slots": self.engine.num_slots,
+            "compiled_step": self.engine.compiled_step,
             "ready": self.ready,
             "loaded_at": self.loaded_at,
             **self.family.describe_model(),
         }
 
 
+def has_cxx_compiler() -> bool:
+    """True when a C++ compiler AOTInductor can use is on the PATH (``$CXX``, g++, c++ or clang++)."""
+    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    return any(shutil.which(name) for name in names if name)
+
+
+def _compiles(settings: ServerSettings) -> bool:
+    """Whether a model's decode step is to be compiled at load (``compile_step``, see the settings)."""
+    if settings.compile_step == "auto":
+        return settings.device.startswith("cpu") and not settings.no_cache and has_cxx_compiler()
+    return settings.compile_step == "on"
+
+
 def _read(directory: Path, settings: ServerSettings) -> tuple[dict[str, Any], PolicyEngine, SessionFamily]:
     """Worker thread: load the checkpoint's engine (whatever its model family), its card and its
-    family's session behaviour."""
+    family's session behaviour. With ``compile_step="auto"`` a step that fails to compile is
+    logged and the model served eagerly."""
     torch.set_num_threads(settings.torch_threads)
     options = EngineOptions(
         device=settings.device,
         cache_slots=settings.cache_slots,
         cache_bytes=int(settings.kv_cache_mb * MB),
         use_cache=not settings.no_cache,
-        compile_step=settings.compile_step,
+        compile_step=_compiles(settings),
     )
-    engine = load_engine(directory, options)
+    try:
+        engine = load_engine(directory, options)
+    except StepCompileError as exc:
+        if settings.compile_step == "on":
+            raise
+        log.warning(
+            "decode step not compiled, serving eagerly",
+            extra={"checkpoint": str(directory), "error": str(exc)},
+        )
+        engine = load_engine(directory, replace(options, compile_step=False))
     card = read_card(directory)
     return card, engine, session_family(directory, engine, card)
 

@@ -43,10 +43,13 @@ class ServerSettings(BaseSettings):
     redis_key_prefix: str = "t2mir"
     no_cache: bool = False
     """Turn KV caching off: every act recomputes the context from the stored history."""
-    compile_step: bool = False
-    """Compile each model's one-session decode step ahead of time (AOTInductor) when it loads: about
-    2-4x faster single-session acts, tens of seconds more per model load, needs a C++ compiler.
-    CPU serving only (see `t2mir_model.t2mir.fused_step.CompiledDecoder`)."""
+    compile_step: Literal["auto", "on", "off"] = "auto"
+    """Compile each T2MIR model's one-session decode step ahead of time (AOTInductor) when it loads:
+    about 2-4x faster single-session forwards, tens of seconds more per model load, needs a C++
+    compiler (see `t2mir_model.t2mir.fused_step.CompiledDecoder`). ``auto``: compile when serving
+    on the CPU and a C++ compiler is on the PATH, else, or if compiling fails, serve eagerly (logged);
+    ``on``: compile or refuse to start (CPU only); ``off``: eager. ``true``/``false`` read as
+    on/off."""
     max_batch_size: int = Field(64, ge=1)
     """Most sessions joined into one engine call."""
     max_wait_ms: float = Field(2.0, ge=0)
@@ -133,9 +136,19 @@ class ServerSettings(BaseSettings):
             raise ValueError("api_keys must not contain empty keys")
         return self
 
+    @field_validator("compile_step", mode="before")
+    @classmethod
+    def _compile_from_bool(cls, value: Any) -> Any:
+        """``true``/``false`` (and booleans) as ``on``/``off``."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "false", "0", "no"}:
+            return "on" if value.strip().lower() in {"true", "1", "yes"} else "off"
+        return value
+
     @model_validator(mode="after")
     def _compile_on_cpu(self) -> ServerSettings:
-        if self.compile_step and not self.device.startswith("cpu"):
+        if self.compile_step == "on" and not self.device.startswith("cpu"):
             raise ValueError(
                 f"compile_step is for CPU serving only, not device {self.device!r}: the AOTInductor "
                 "CUDA package crashed when loaded (torch 2.11, H200); serve eagerly on a GPU"

@@ -55,6 +55,7 @@ from .m3dt.prompt import PromptError, TaskPrompt, check_target_return
 from .t2mir.bench import BenchRow, bench
 from .t2mir.configuration import ActionSpec, ConfigError, MoEConfig, ObservationSpec, T2MIRConfig
 from .t2mir.context import ad_context_tokens, dpt_context_tokens
+from .t2mir.fused_step import StepCompileError
 from .t2mir.modeling import PolicyBatch, T2MIRPolicy
 from .t2mir.outputs import DecodeOutput, LayerRouting, LossOutput, PolicyOutput
 from .t2mir.tokens import (
@@ -112,6 +113,7 @@ __all__ = [
     "ReadCounts",
     "ServedConfig",
     "SessionHistory",
+    "StepCompileError",
     "StepRow",
     "T2MIRConfig",
     "T2MIRPolicy",

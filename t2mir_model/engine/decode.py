@@ -79,6 +79,11 @@ class DecodeEngine:
         return len(self._slots)
 
     @property
+    def compiled_step(self) -> bool:
+        """True when one-session incremental steps run through the compiled program."""
+        return self.compiled is not None
+
+    @property
     def reads(self) -> ReadCounts:
         """How the cache's decode steps read their slots (in place, gathered, padding rows)."""
         return self.cache.reads

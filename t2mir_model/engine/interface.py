@@ -109,6 +109,11 @@ class PolicyEngine(Protocol):
         ...
 
     @property
+    def compiled_step(self) -> bool:
+        """True when one-session steps run through an ahead-of-time compiled program."""
+        ...
+
+    @property
     def reads(self) -> ReadCounts:
         """How its cached decode steps read their slots (all zero for an engine without a cache)."""
         ...

@@ -73,6 +73,11 @@ class M3DTEngine:
         return 0
 
     @property
+    def compiled_step(self) -> bool:
+        """Always False: every act is an eager forward."""
+        return False
+
+    @property
     def reads(self) -> ReadCounts:
         """Always zero: no cache to read."""
         return self._reads

@@ -72,7 +72,7 @@ def bench_servers(darkroom_checkpoint: Path, short_checkpoint: Path) -> Iterator
     """t2mir serve (both checkpoints, in-process store) + the baseline on ``short-tiny``."""
     port, baseline_port = processes.free_port(), processes.free_port()
     server = processes.t2mir_server(
-        str(darkroom_checkpoint), port, None, 1, ["--checkpoint", str(short_checkpoint)]
+        str(darkroom_checkpoint), port, None, 1, ["--checkpoint", str(short_checkpoint), "--compile", "off"]
     )
     baseline = processes.baseline_server(str(short_checkpoint), baseline_port, 1)
     try:

@@ -28,6 +28,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory, darkroom_checkpoint: Pat
             "--prefill-episodes", "0",
             "--parity-acts", "60",
             "--label", "test run",
+            "--server-arg=--compile=off",  # compiling the step would add tens of seconds
             "--json", str(out / "report.json"),
             "--plots", str(out / "docs"),
             "--markdown", str(out / "docs" / "benchmarks.md"),

@@ -57,8 +57,12 @@ def require_binary(name: str) -> str:
 
 
 def run_tool(args: list[str], timeout: float = 60.0, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
-    """Run a command, capturing its output (never raises on a non-zero exit)."""
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    """Run a command, capturing its output (never raises on a non-zero exit). ``T2MIR_*`` variables
+    of the test process are left out, so that compose files resolve to their own defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("T2MIR_")}
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
 
 
 TRAIN_ONLY_MODULES = (

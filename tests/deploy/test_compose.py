@@ -78,7 +78,7 @@ def test_cpu_server_by_default_and_gpu_by_override(configs):
         assert server["depends_on"]["redis"]["condition"] == "service_healthy"
         settings = {f"T2MIR_{name.upper()}" for name in ServerSettings.model_fields}
         assert {k for k in env if k.startswith("T2MIR_")} <= settings, "unknown T2MIR_ variable"
-        assert env["T2MIR_COMPILE_STEP"] in ("false", False)  # off unless asked for
+        assert env["T2MIR_COMPILE_STEP"] == "auto"  # compiled only where the image has a compiler
 
 
 def test_every_service_has_healthcheck_restart_and_named_volumes(configs):

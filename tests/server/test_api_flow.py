@@ -16,13 +16,14 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+import server.registry as registry_module
 from server.app import create_app
 from server.command import add_arguments, run, settings_from_args
 from server.routes import ActFastPath
 from server.schemas import Timings
 from server.settings import ServerSettings
 from server.store import AppendOutcome, MemorySessionStore, SessionMeta, StepRecord, StoreUnavailable
-from t2mir_model import SessionHistory
+from t2mir_model import SessionHistory, StepCompileError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -302,7 +303,8 @@ def test_serve_command_arguments(tmp_path, monkeypatch):
     )
     settings = settings_from_args(args)
     assert settings.checkpoints == ["a", "b"] and settings.no_cache and settings.port == 9
-    assert not settings.compile_step and settings_from_args(parser.parse_args(["--compile"])).compile_step
+    assert settings_from_args(parser.parse_args(["--compile"])).compile_step == "on"
+    assert settings_from_args(parser.parse_args(["--compile", "off"])).compile_step == "off"
     assert settings.max_batch_size == 4 and settings.max_wait_ms == 0  # env and flags combine, flags win
     monkeypatch.delenv("T2MIR_CHECKPOINTS", raising=False)
     assert run(parser.parse_args([])) == 2
@@ -313,7 +315,45 @@ def test_serve_command_arguments(tmp_path, monkeypatch):
 def test_compiling_the_step_is_refused_for_a_gpu_device():
     with pytest.raises(ValueError, match="CPU serving only"):
         ServerSettings(compile_step=True, device="cuda:0")
-    assert ServerSettings(compile_step=True, device="cpu").compile_step
+    assert ServerSettings(compile_step=True, device="cpu").compile_step == "on"
+    assert ServerSettings(compile_step="auto", device="cuda:0").compile_step == "auto"  # serves eagerly
+
+
+def test_compile_step_defaults_to_auto_and_reads_booleans(monkeypatch):
+    monkeypatch.delenv("T2MIR_COMPILE_STEP", raising=False)
+    assert ServerSettings().compile_step == "auto"
+    for text, mode in (("true", "on"), ("false", "off"), ("auto", "auto"), ("off", "off")):
+        monkeypatch.setenv("T2MIR_COMPILE_STEP", text)
+        assert ServerSettings().compile_step == mode
+    with pytest.raises(ValueError):
+        ServerSettings(compile_step="sometimes")
+
+
+def test_auto_compile_needs_the_cpu_a_cache_and_a_compiler(monkeypatch):
+    monkeypatch.setattr(registry_module, "has_cxx_compiler", lambda: True)
+    assert registry_module._compiles(ServerSettings(compile_step="auto"))
+    assert not registry_module._compiles(ServerSettings(compile_step="auto", device="cuda"))
+    assert not registry_module._compiles(ServerSettings(compile_step="auto", no_cache=True))
+    assert not registry_module._compiles(ServerSettings(compile_step="off"))
+    monkeypatch.setattr(registry_module, "has_cxx_compiler", lambda: False)
+    assert not registry_module._compiles(ServerSettings(compile_step="auto"))
+    assert registry_module._compiles(ServerSettings(compile_step="on"))  # and fails at load if it cannot
+
+
+def test_auto_compile_serves_eagerly_when_compiling_fails(monkeypatch, tiny_checkpoint):
+    real = registry_module.load_engine
+
+    def no_compiler(directory, options):
+        if options.compile_step:
+            raise StepCompileError("no C++ compiler")
+        return real(directory, options)
+
+    monkeypatch.setattr(registry_module, "has_cxx_compiler", lambda: True)
+    monkeypatch.setattr(registry_module, "load_engine", no_compiler)
+    _, engine, _ = registry_module._read(tiny_checkpoint, ServerSettings(compile_step="auto"))
+    assert not engine.compiled_step
+    with pytest.raises(StepCompileError):
+        registry_module._read(tiny_checkpoint, ServerSettings(compile_step="on"))
 
 
 def test_old_versions_are_bounded_and_their_sessions_get_409(tmp_path, tiny_checkpoint, make_checkpoint):

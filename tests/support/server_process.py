@@ -8,7 +8,9 @@
 
 Overload shedding is off (``--act-deadline-ms 0``) unless the test passes its own
 ``--act-deadline-ms``: the end-to-end tests check what acts answer, on a shared CI machine whose
-stalls would otherwise get some of them shed; `test_overload` sets the deadline it tests.
+stalls would otherwise get some of them shed; `test_overload` sets the deadline it tests. The
+decode step is not compiled (``--compile off``) unless the test passes ``--compile``: compiling
+costs tens of seconds per model load, and the suite starts dozens of servers.
 
 The child gets PR_SET_PDEATHSIG=SIGKILL, so it never outlives the test process. Several servers
 can be launched first and waited for afterwards (`launch` + `wait_ready`), so their start-up
@@ -93,6 +95,8 @@ class ServerProcess:
             cmd += ["--redis-url", self.redis_url]
         if "--act-deadline-ms" not in self.args:
             cmd += ["--act-deadline-ms", "0"]
+        if "--compile" not in self.args:
+            cmd += ["--compile", "off"]
         return cmd + self.args
 
     @classmethod
