@@ -100,28 +100,29 @@ class _QueueDepth:
 
 
 class _DecodeReads:
-    """``t2mir_decode_reads_total{model,read}`` (``in_place`` / ``gathered`` steps) and
-    ``t2mir_decode_padding_rows_total{model}``: read from a callback at scrape time."""
+    """``t2mir_decode_reads_total{model,read}`` (``in_place`` / ``gathered`` steps),
+    ``t2mir_decode_padding_rows_total{model}`` and ``t2mir_decode_moved_rows_total{model}``: read
+    from a callback at scrape time."""
 
     def __init__(self, reads: Callable[[], Mapping[str, ReadCounts]]) -> None:
         self.reads = reads
 
     def collect(self) -> Iterator[Metric]:
         """Both counter families with the engines' current counts."""
-        steps, padding = self._families()
+        steps, padding, moved = self._families()
         for model, counts in sorted(self.reads().items()):
             steps.add_metric([model, "in_place"], counts.in_place)
             steps.add_metric([model, "gathered"], counts.gathered)
             padding.add_metric([model], counts.padding_rows)
-        yield steps
-        yield padding
+            moved.add_metric([model], counts.moved_rows)
+        yield from (steps, padding, moved)
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples (so registering does not call the callback)."""
         yield from self._families()
 
     @staticmethod
-    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
         return (
             CounterMetricFamily(
                 "t2mir_decode_reads",
@@ -131,6 +132,11 @@ class _DecodeReads:
             CounterMetricFamily(
                 "t2mir_decode_padding_rows",
                 "Slot-range rows outside the batch read by in-place steps",
+                labels=["model"],
+            ),
+            CounterMetricFamily(
+                "t2mir_decode_moved_rows",
+                "Cache slots moved so that a batch's sessions sit together",
                 labels=["model"],
             ),
         )

@@ -293,6 +293,7 @@ class ModelRegistry:
             r, own = reads.setdefault(m.name, ReadCounts()), m.engine.reads
             r.in_place, r.gathered = r.in_place + own.in_place, r.gathered + own.gathered
             r.padding_rows += own.padding_rows
+            r.moved_rows += own.moved_rows
         return reads
 
     # ------------------------------------------------------------------ reload

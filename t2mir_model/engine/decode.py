@@ -15,14 +15,14 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..checkpoint import variant_name
 from ..history import SessionHistory
-from ..layers.kv_cache import ReadCounts, StepRow
+from ..layers.kv_cache import ReadCounts, SlotWindow, StepRow
 from ..layers.routing_summary import LayerStatistics
 from ..t2mir.context import ad_context_tokens, dpt_context_tokens, query_tokens, step_tokens
 from ..t2mir.fused_step import CompiledDecoder
@@ -171,6 +171,8 @@ class DecodeEngine:
                     else self._claim(request.key, request.history.episode, request.history.t)
                 )
                 rows.append(StepRow(slot, plans[i][1], plans[i][2]))
+            if members is groups[True]:
+                rows = self._pack([requests[i].key for i in members], rows)
             order = sorted(range(len(rows)), key=lambda j: rows[j].slot)  # rows in slot order
             members, rows = [members[j] for j in order], [rows[j] for j in order]
             tokens = pad_rows([plans[i][0] for i in members]).to(device)
@@ -189,6 +191,36 @@ class DecodeEngine:
             if not self.use_cache:
                 self.evict(request.key)
         return EngineOutput(results, routing, new_tokens)
+
+    def _pack(self, keys: list[Hashable], rows: list[StepRow]) -> list[StepRow]:
+        """An incremental step's rows, moved into one run of free slots when theirs are too spread
+        to be read in place (`SlotWindow.in_place`) and the pool has such a run: their keys and
+        values are copied once (`KVCache.move`) where a gather would copy them at every step, and
+        sessions that keep acting together then stay together. ``keys[i]`` owns ``rows[i]``."""
+        slots = [r.slot for r in rows]
+        if len(rows) < 2 or SlotWindow.in_place(slots):
+            return rows
+        start = self._free_run(len(rows))
+        if start is None:
+            return rows
+        targets = list(range(start, start + len(rows)))
+        self.cache.move(slots, targets)
+        for key, target in zip(keys, targets, strict=True):
+            self._slots[key].index = target
+        taken = set(targets)
+        self._free = [s for s in self._free if s not in taken] + slots
+        heapq.heapify(self._free)
+        return [replace(r, slot=t) for r, t in zip(rows, targets, strict=True)]
+
+    def _free_run(self, n: int) -> int | None:
+        """The first slot of the lowest run of ``n`` consecutive free slots, or None."""
+        start, run, previous = 0, 0, -2
+        for slot in sorted(self._free):
+            start, run = (start, run + 1) if slot == previous + 1 else (slot, 1)
+            if run == n:
+                return start
+            previous = slot
+        return None
 
     def _to_host(self, last: Tensor) -> Tensor:
         """Head outputs at each row's last token (B, width) -> on the CPU, in one copy per forward

@@ -98,11 +98,16 @@ class SlotWindow:
     place: Tensor | None  # (B,) long: each batch row's row in the window; None when row b is row b
     gather: Tensor | None  # (B,) long slots to copy out of the cache, or None to read [start, stop)
 
+    @staticmethod
+    def in_place(slots: Sequence[int]) -> bool:
+        """Whether a batch decoding ``slots`` reads its slot range in place (else it gathers)."""
+        return max(slots) - min(slots) + 1 <= WINDOW_WIDTH_LIMIT * len(slots)
+
     @classmethod
     def plan(cls, slots: Sequence[int], device: torch.device) -> SlotWindow:
         """The window for a batch whose row b decodes slot ``slots[b]`` (no slot twice)."""
         start, stop = min(slots), max(slots) + 1
-        if stop - start > WINDOW_WIDTH_LIMIT * len(slots):
+        if not cls.in_place(slots):
             return cls(0, len(slots), None, torch.tensor(slots, device=device))
         in_order = stop - start == len(slots) and all(s == start + b for b, s in enumerate(slots))
         place = None if in_order else torch.tensor([s - start for s in slots], device=device)
@@ -149,6 +154,7 @@ class ReadCounts:
     in_place: int = 0  # steps that attended over a view of their slot range
     gathered: int = 0  # steps whose range was too sparse, so their rows were gathered
     padding_rows: int = 0  # window rows outside the batch, summed over in-place steps
+    moved_rows: int = 0  # slots moved to other slots (`KVCache.move`) so that a batch sits together
 
     def count(self, window: SlotWindow, batch: int) -> None:
         """Record one step's window."""
@@ -216,6 +222,25 @@ class KVCache:
             rows = torch.tensor(index, device=self.device)
             for sums in self.route_sums.values():
                 sums[rows] = 0.0
+
+    def move(self, sources: Sequence[int], targets: Sequence[int]) -> None:
+        """Move the cached keys, values, running sums and lengths of slot ``sources[i]`` to the empty
+        slot ``targets[i]``; the sources become empty. The moved tokens are copied as they are, so a
+        moved slot decodes exactly as it would have where it was."""
+        if len(sources) != len(targets) or set(sources) & set(targets):
+            raise ValueError("move needs as many targets as sources, all of them other slots")
+        if not sources:
+            return
+        length = max(self.lengths[s] for s in sources)
+        src = torch.tensor(list(sources), device=self.device)
+        dst = torch.tensor(list(targets), device=self.device)
+        for cached in (self.keys, self.values):  # (L, S, H, cap, Dh)
+            cached[:, dst, :, :length] = cached[:, src, :, :length]
+        for sums in self.route_sums.values():  # (S, d)
+            sums[dst] = sums[src]
+        for s, t in zip(sources, targets, strict=True):
+            self.lengths[t], self.lengths[s] = self.lengths[s], 0
+        self.reads.moved_rows += len(sources)
 
     def check(self, rows: list[StepRow], width: int) -> None:
         """Refuse a step that repeats a slot, has an empty or too wide row, or overflows a slot."""

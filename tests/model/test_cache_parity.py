@@ -180,3 +180,24 @@ def test_a_step_over_any_slot_set_matches_full_forward_and_batch_of_one(backbone
             torch.testing.assert_close(batched.head[i, :k], alone.head[0], atol=ATOL, rtol=0)
     assert (cache.reads.gathered, cache.reads.in_place) == ((2, 0) if gathered else (0, 2))
     assert cache.reads.padding_rows == (2 if slots == (0, 1, 3) else 0)  # 1 hole, 2 steps
+
+
+def test_a_moved_slot_holds_what_it_held_and_its_source_is_empty():
+    policy = tiny_policy(backbone="ad")
+    cache = policy.new_cache(4)
+    cache.keys.normal_()
+    cache.values.normal_()
+    for sums in cache.route_sums.values():
+        sums.normal_()
+    cache.lengths[:] = [5, 0, 3, 0]
+    keys, values = cache.keys.clone(), cache.values.clone()
+    sums = {layer: s.clone() for layer, s in cache.route_sums.items()}
+    cache.move([0, 2], [3, 1])
+    assert cache.lengths == [0, 3, 0, 5]
+    assert torch.equal(cache.keys[:, 3, :, :5], keys[:, 0, :, :5])
+    assert torch.equal(cache.values[:, 1, :, :3], values[:, 2, :, :3])
+    for layer, s in cache.route_sums.items():
+        assert torch.equal(s[3], sums[layer][0]) and torch.equal(s[1], sums[layer][2])
+    assert cache.reads.moved_rows == 2
+    with pytest.raises(ValueError):
+        cache.move([3], [3])

@@ -112,3 +112,37 @@ def test_a_new_session_takes_the_lowest_free_slot_and_packed_batches_read_in_pla
     assert all(r.cache_hit for r in out.results)
     reads = engine.cache.reads
     assert (reads.gathered, reads.padding_rows) == (0, 1)  # slots 0, 2, 3 read in place, slot 1 padding
+
+
+def test_a_spread_batch_moves_into_free_slots_once_and_acts_as_before():
+    engine = DecodeEngine(tiny_policy(), num_slots=12)
+    reference = DecodeEngine(tiny_policy(), num_slots=12, use_cache=False)  # same seed: same weights
+    histories = {key: SessionHistory() for key in "abcdef"}
+    for i, h in enumerate(histories.values()):
+        h.observe(torch.full((4,), float(i)))
+    engine.act([ActRequest(key, h) for key, h in histories.items()])  # slots 0..5
+    spread = ["b", "d", "f"]  # slots 1, 3, 5: a range of 5 for 3 rows would be gathered
+    for step in range(3):
+        for key in spread:
+            histories[key].observe(torch.randn(4), reward=float(step), action=torch.tensor(step % 5))
+        requests = [ActRequest(key, histories[key]) for key in spread]
+        out, expected = engine.act(requests), reference.act(requests)
+        assert all(r.cache_hit for r in out.results)
+        for got, want in zip(out.results, expected.results, strict=True):
+            assert torch.equal(got.action, want.action)
+    reads = engine.cache.reads
+    assert (reads.moved_rows, reads.gathered) == (3, 0)  # moved once into slots 6, 7, 8, then in place
+    assert [engine.cache.lengths[s] for s in (1, 3, 5)] == [0, 0, 0]
+    assert engine.cache.lengths[6:9] == [10, 10, 10]  # the first state, then 3 tokens per step
+
+
+def test_a_spread_batch_gathers_when_no_free_run_fits():
+    engine = DecodeEngine(tiny_policy(), num_slots=6)
+    histories = {key: SessionHistory() for key in "abcdef"}
+    for h in histories.values():
+        h.observe(torch.zeros(4))
+    engine.act([ActRequest(key, h) for key, h in histories.items()])  # every slot taken
+    for key in "bdf":
+        histories[key].observe(torch.ones(4), reward=0.0, action=torch.tensor(1))
+    engine.act([ActRequest(key, histories[key]) for key in "bdf"])
+    assert (engine.cache.reads.moved_rows, engine.cache.reads.gathered) == (0, 1)

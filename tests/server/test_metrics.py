@@ -33,6 +33,7 @@ DESIGN_NAMES = {
     "t2mir_acts_shed",
     "t2mir_decode_reads",
     "t2mir_decode_padding_rows",
+    "t2mir_decode_moved_rows",
 }
 
 
@@ -58,7 +59,7 @@ def engine_output(steps: int = 3):
 
 def test_exposition_has_exactly_the_design_names():
     metrics = ServerMetrics()
-    reads = ReadCounts(in_place=7, gathered=2, padding_rows=3)
+    reads = ReadCounts(in_place=7, gathered=2, padding_rows=3, moved_rows=4)
     metrics.bind(
         sessions_active=lambda: 3,
         slots_used=lambda: 2,
@@ -89,6 +90,7 @@ def test_exposition_has_exactly_the_design_names():
     steps = {s.labels["read"]: s.value for s in found["t2mir_decode_reads"]}
     assert steps == {"in_place": 7.0, "gathered": 2.0}
     assert [s.value for s in found["t2mir_decode_padding_rows"]] == [3.0]
+    assert [s.value for s in found["t2mir_decode_moved_rows"]] == [4.0]
 
 
 def test_expert_counters_match_routing_and_labels_are_bounded():
