@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from server.bench.report import (
+    batch_scaling_table,
     batch_table,
     breakdown_table,
     ceiling_table,
@@ -95,7 +96,27 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         measured = f"x{last['cached_growth']:.2f} for x{last['context_growth']:.0f} context"
         verdict = _verdict(growth["cached_at_most_linear"])
         out.append(("cached per-act cost grows at most linearly (10% tolerance)", measured, verdict))
+    out += _model_targets((growth or {}).get("batches"))
     return out
+
+
+BATCH_RATIO_TARGET = 3.0
+"""Most a cached step of the largest batch may cost over one session's (issue: 32 sessions, 1,200 tokens)."""
+FULL_OVER_CACHED_TARGET = 20.0
+"""Least the full forward may cost over one session's eager cached step at that context."""
+
+
+def _model_targets(batches: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """The in-process step targets: batch scaling and full forward over cached step."""
+    if not batches:
+        return []
+    last, tokens = batches["rows"][-1], f"{batches['context_tokens']:,} tokens"
+    return [
+        (f"cached step of {last['batch']} sessions <= {BATCH_RATIO_TARGET:g}x one session's ({tokens})",
+         f"{last['over_first']:.2f}x", _verdict(last["over_first"] <= BATCH_RATIO_TARGET)),
+        (f"full forward >= {FULL_OVER_CACHED_TARGET:g}x an eager cached step at batch 1 ({tokens})",
+         f"{batches['full_over_cached']:.1f}x", _verdict(batches["full_over_cached"] >= FULL_OVER_CACHED_TARGET)),
+    ]  # fmt: skip
 
 
 P50_TARGET_MS = 3.0
@@ -243,7 +264,16 @@ def _growth(growth: dict[str, Any], figs: dict[str, str]) -> list[str]:
              "step appended to a KV cache holding the context (t2mir, every act inside an episode); `full`: one "
              "forward over the whole context (the baseline, every act).", "",
              growth_table(growth, markdown=True), ""]  # fmt: skip
-    return lines + ([f"![growth]({figs['growth']})", ""] if "growth" in figs else [])
+    lines += [f"![growth]({figs['growth']})", ""] if "growth" in figs else []
+    batches = growth.get("batches")
+    if batches:
+        lines += ["### Batch scaling", "",
+                  f"The same policy, one cached step of N sessions over a {batches['context_tokens']:,}-token "
+                  f"context each (slots packed, {batches['threads']} thread(s), median of {batches['repeats']}), "
+                  f"what `t2mir bench-model` prints; the full forward over that context at batch 1 takes "
+                  f"{batches['full_ms']:.2f} ms, {batches['full_over_cached']:.1f}x one session's cached step.", "",
+                  batch_scaling_table(batches, markdown=True), ""]  # fmt: skip
+    return lines
 
 
 def render(report: dict[str, Any], path: Path) -> str:

@@ -10,6 +10,10 @@ fits. A context of E episodes holds E full episodes (E x max_episode_steps steps
   act, and what the engine does once per episode when it rebuilds a session's slot).
 
 Timings come from `t2mir_model.t2mir.bench` (median of ``repeats`` after a warm-up call).
+
+Batch scaling (`measure_batches`), on the same policy: one cached step of B sessions over a context
+of `BATCH_CONTEXT_STEPS` steps, against one session's, for B in `BATCHES` (what ``t2mir bench-model``
+prints, with the full forward timed at batch 1 only).
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from typing import Any
 import torch
 
 from t2mir_model import ActionSpec, ObservationSpec, T2MIRConfig, T2MIRPolicy, bench, read_config
+
+BATCH_CONTEXT_STEPS = 400
+"""Context of the batch-scaling rows: 400 steps, 1,200 tokens."""
+BATCHES = (1, 8, 32)
+"""Sessions per cached step in the batch-scaling rows; the first is the reference."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,7 @@ def measure_growth(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            policy = T2MIRPolicy(config).to(device).eval()
+        policy = _policy(config, seed, device)
         rows = []
         for n in episodes:
             steps = n * config.max_episode_steps
@@ -82,6 +89,47 @@ def measure_growth(
         return rows
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def measure_batches(
+    config: T2MIRConfig, repeats: int = 20, threads: int = 1, seed: int = 0, device: str = "cpu"
+) -> dict[str, Any]:
+    """JSON section of the batch-scaling rows (module docstring) on a random policy of ``config``:
+    per batch size the cached step's median, its ratio to batch 1, and at batch 1 the full forward
+    and full / cached."""
+    steps = min(BATCH_CONTEXT_STEPS, config.context_episodes * config.max_episode_steps - 1)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        policy = _policy(config, seed, device)
+        rows = [bench(policy, b, steps, repeats, time_full=b == BATCHES[0]) for b in BATCHES]
+    finally:
+        torch.set_num_threads(previous_threads)
+    first = rows[0]
+    return {
+        "context_steps": steps,
+        "context_tokens": 3 * steps,
+        "threads": threads,
+        "repeats": repeats,
+        "full_ms": first.full_ms,
+        "full_over_cached": first.speedup,
+        "rows": [
+            {
+                "batch": r.batch,
+                "cached_ms": r.cached_ms,
+                "over_first": r.cached_ms / first.cached_ms,
+                "read": r.read,
+            }
+            for r in rows
+        ],
+    }
+
+
+def _policy(config: T2MIRConfig, seed: int, device: str) -> T2MIRPolicy:
+    """A seeded random policy of ``config`` in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return T2MIRPolicy(config).to(device).eval()
 
 
 def growth_report(rows: Sequence[GrowthRow], config: T2MIRConfig, repeats: int) -> dict[str, Any]:

@@ -21,7 +21,8 @@ JSON layout (``schema: "t2mir-bench/1"``)::
                 error_samples, acknowledged_steps, stored_steps, lost_steps, phantom_steps} | null,
      growth: {policy, repeats, batch, rows: [{episodes, context_steps, context_tokens, cached_ms,
               full_ms, speedup, cached_growth, full_growth, context_growth}],
-              cached_at_most_linear} | null,
+              cached_at_most_linear, batches: {context_steps, context_tokens, threads, repeats, full_ms,
+              full_over_cached, rows: [{batch, cached_ms, over_first, read}]}} | null,
      plots: {latency, throughput, growth}}
 """
 
@@ -301,6 +302,16 @@ def growth_table(growth: dict[str, Any], markdown: bool = False) -> str:
     return table(headers, rows, markdown)
 
 
+def batch_scaling_table(batches: dict[str, Any], markdown: bool = False) -> str:
+    """Cached step time against sessions per step, relative to the first batch size."""
+    first = batches["rows"][0]["batch"]
+    headers = ["sessions per step", "cached step ms", f"over {first} session(s)", "read"]
+    rows = [
+        [r["batch"], f"{r['cached_ms']:.3f}", f"{r['over_first']:.2f}x", r["read"]] for r in batches["rows"]
+    ]
+    return table(headers, rows, markdown)
+
+
 def print_report(report: dict[str, Any]) -> None:
     """Everything as text tables on stdout."""
     m = report["machine"]
@@ -323,3 +334,8 @@ def print_report(report: dict[str, Any]) -> None:
         print("\nunder overload\n" + overload_table(report["overload"]))
     if report["growth"] is not None:
         print("\ncost growth with context (batch 1)\n" + growth_table(report["growth"]))
+        if report["growth"].get("batches"):
+            b = report["growth"]["batches"]
+            print(f"\nbatch scaling ({b['context_tokens']:,}-token context; full forward at batch 1 "
+                  f"{b['full_ms']:.2f} ms, {b['full_over_cached']:.1f}x the cached step)\n"
+                  + batch_scaling_table(b))  # fmt: skip

@@ -27,7 +27,7 @@ from typing import Any
 from server.bench import processes
 from server.bench.ceiling import ceiling_share, measure_ceiling, transport_ratios
 from server.bench.episodes import check_env, make_envs
-from server.bench.growth import growth_config, growth_report, measure_growth
+from server.bench.growth import BATCHES, growth_config, growth_report, measure_batches, measure_growth
 from server.bench.loadgen import Probe, SessionDriver, parity_check, prefill, run_phase
 from server.bench.overload import OverloadPlan, create_sessions, run_overload
 from server.bench.report import SCHEMA, machine_info
@@ -322,6 +322,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             device=options.device,
         )
         growth = growth_report(rows, config, options.growth_repeats)
+        _say(f"batch scaling: cached steps of {BATCHES} sessions")
+        growth["batches"] = measure_batches(
+            config, options.growth_repeats, options.torch_threads, device=options.device
+        )
     order = {"t2mir": 0, "baseline": 1}
     runs.sort(key=lambda r: (order[r["target"]], r["transport"], r["sessions"]))
     return {

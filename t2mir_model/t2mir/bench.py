@@ -73,9 +73,12 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def bench(policy: T2MIRPolicy, batch: int, context_steps: int, repeats: int, spread: int = 1) -> BenchRow:
+def bench(
+    policy: T2MIRPolicy, batch: int, context_steps: int, repeats: int, spread: int = 1, time_full: bool = True
+) -> BenchRow:
     """Time one full forward over ``context_steps`` steps against one cached 3-token step of the
-    same rows, row b decoding slot ``b * spread``."""
+    same rows, row b decoding slot ``b * spread``; ``time_full=False`` times the cached step only
+    (``full_ms`` is then NaN)."""
     policy.eval()
     device = next(policy.parameters()).device
     tokens = random_context(policy, batch, context_steps + 1)
@@ -96,7 +99,7 @@ def bench(policy: T2MIRPolicy, batch: int, context_steps: int, repeats: int, spr
             cache.lengths[s] -= 3
         _sync(device)
 
-    full_ms = _median_ms(full, repeats)
+    full_ms = _median_ms(full, repeats) if time_full else float("nan")
     gathered = cache.reads.gathered
     cached_ms = _median_ms(cached, repeats)
     read = "gathered" if cache.reads.gathered > gathered else "in place"

@@ -71,6 +71,9 @@ def test_bench_command_end_to_end(bench_run, capsys):
     assert growth["policy"]["d_model"] == 32 and growth["policy"]["context_episodes"] >= 3
     for row in growth["rows"]:
         assert row["context_tokens"] == 300 * row["episodes"] and row["cached_ms"] > 0 and row["full_ms"] > 0
+    batches = growth["batches"]
+    assert [r["batch"] for r in batches["rows"]] == [1, 8, 32] and batches["rows"][0]["over_first"] == 1.0
+    assert batches["context_tokens"] == 3 * batches["context_steps"] and batches["full_over_cached"] > 1
     assert sorted(report["plots"]) == ["growth", "latency", "throughput"]
     assert all(Path(p).stat().st_size > 1000 for p in report["plots"].values())
     doc = (out / "docs" / "benchmarks.md").read_text()
@@ -79,7 +82,7 @@ def test_bench_command_end_to_end(bench_run, capsys):
                     "## Against the server's own HTTP ceiling"):  # fmt: skip
         assert heading in doc
     assert "t2mir bench --checkpoint" in doc and "](benchmarks_latency.png)" in doc
-    assert "](performance.md)" in doc
+    assert "](performance.md)" in doc and "### Batch scaling" in doc and "sessions <= 3x one session's" in doc
 
 
 def test_report_only_mode_rerenders_a_saved_report(bench_run, tmp_path, capsys):
