@@ -180,6 +180,8 @@ class _Answer:
     """False for ``done`` (no forward): no engine slot ran ahead of the store."""
     mirror_after: Callable[[SessionMeta], MirrorEntry]
     """The mirror's entry once the store holds the record, given the metadata it then holds."""
+    answered_at: float | None = None
+    """perf_counter() when the engine's result was back on the event loop (None without a forward)."""
 
 
 class ActService:
@@ -329,9 +331,10 @@ class ActService:
             log.exception("engine failed", extra={"session": session_id, "step": body.step})
             self.deps.mirror.drop(session_id)
             raise ApiError(500, "engine_error", f"the engine failed: {type(exc).__name__}") from exc
+        answered_at = time.perf_counter()
         timings["queue_wait"] = served.queue_wait * 1000.0
         timings["forward"] = served.forward * 1000.0
-        waited = time.perf_counter() - t_submit - served.queue_wait - served.forward
+        waited = answered_at - t_submit - served.queue_wait - served.forward
         timings["handoff"] = max(waited, 0.0) * 1000.0
         action = served.result.action
         noise = action_noise_of(meta)
@@ -347,6 +350,7 @@ class ActService:
             response,
             ran_engine=True,
             mirror_after=lambda after: advance(entry, history, action, body.step, after),
+            answered_at=answered_at,
         )
 
     async def _append(
@@ -374,6 +378,8 @@ class ActService:
             raise
         finally:
             timings["store_write"] = (time.perf_counter() - t_write) * 1000.0
+        if answer.answered_at is not None:  # stored or refused: either way the act's time after its call
+            model.batcher.observe_after_call(time.perf_counter() - answer.answered_at)
         if outcome.status == "appended":
             deps.live.touch(session_id)
             deps.mirror.put(session_id, answer.mirror_after(meta_after_append(meta, record, response)))

@@ -12,14 +12,17 @@ waited behind a forward do not wait again. A session (request ``key``) appears a
 engine call; a second request for the same key stays queued for the next call, in order.
 
 Overload control: each request has a deadline, ``deadline_ms`` after its arrival in the server
-(``submit``'s ``arrived``; 0 turns deadlines off), by which its engine call should have answered.
+(``submit``'s ``arrived``; 0 turns deadlines off), by which its answer should be ready: its engine
+call, the hand-off back to the event loop, and what the caller does after it (the act's store
+write, reported through `Batcher.observe_after_call`).
 A request is refused with `Overloaded` (the server answers 503 with ``Retry-After``), and the
 engine never runs it:
 
 - at admission, when the queue already holds ``max_queue`` requests, or when the expected wait
   (`server.call_cost.expected_wait`: the rest of the running call, the full batches queued ahead,
   then its own call, each costed at a high quantile of the recent engine calls, plus the hand-off
-  back to the event loop at a high quantile) would end past its deadline;
+  back to the event loop and the time after the call, each at a high quantile) would end past its
+  deadline;
 - at dispatch, when the call about to start (same costs) would end past its deadline (the
   estimate at admission was too low, e.g. after a burst or a slow call): its answer would be late
   anyway, and the slot goes to a request that can still make it.
@@ -110,7 +113,7 @@ class _Item(Generic[ReqT, ResT]):
     request: ReqT
     future: asyncio.Future[BatchResult[ResT]]
     enqueued: float
-    deadline: float  # perf_counter() by which its engine call should have answered (inf: none)
+    deadline: float  # perf_counter() by which its answer should be ready (inf: none)
 
 
 def _init_worker(threads: int) -> None:
@@ -157,6 +160,9 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         self.handoff = Quantile()
         """Seconds an engine call's requests spend around it (to the worker thread and back to the
         event loop), at the `server.call_cost.QUANTILE` of recent calls."""
+        self.after_call = Quantile()
+        """Seconds from a request's result back on the event loop to its answer (the act's store
+        write), at the same quantile: reported by the caller (`observe_after_call`)."""
         self._on_output = on_output
         self._worker = EngineThread(f"t2mir-{name}", setup=functools.partial(_init_worker, torch_threads))
         self._queue: deque[_Item[ReqT, ResT]] = deque()
@@ -188,8 +194,16 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         now = time.perf_counter() if now is None else now
         running_for = now - self._running_since
         return expected_wait(
-            self.cost, len(self._queue), self.max_batch_size, self._running, running_for, self.handoff.value
+            self.cost, len(self._queue), self.max_batch_size, self._running, running_for, self._tail()
         )
+
+    def observe_after_call(self, seconds: float) -> None:
+        """Report the time between one request's result and its answer (see ``after_call``)."""
+        self.after_call.observe(seconds)
+
+    def _tail(self) -> float:
+        """Seconds an answer takes after its engine call ends: hand-off plus what follows."""
+        return self.handoff.value + self.after_call.value
 
     @property
     def closed(self) -> bool:
@@ -298,7 +312,7 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         keys: set[Hashable] = set()
         kept: deque[_Item[ReqT, ResT]] = deque()
         call = self.cost.seconds(min(len(self._queue), self.max_batch_size))
-        ends = time.perf_counter() + call + self.handoff.value
+        ends = time.perf_counter() + call + self._tail()
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by its caller before it ran

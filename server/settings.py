@@ -109,9 +109,10 @@ class ServerSettings(BaseSettings):
     """Model of sessions created without ``model`` when several models are loaded (must be one of
     them); None: such a create is refused (422 missing_field) unless exactly one model is loaded."""
     act_deadline_ms: float = Field(500.0, ge=0)
-    """Overload control: an act whose engine call is not expected to answer it within this many ms
-    of its arrival is refused with 503 ``overloaded`` and ``Retry-After`` (nothing stored), before
-    it is queued or when its call is about to start (see `server.batcher`); 0: no deadline."""
+    """Overload control: an act not expected to be answered (engine call, hand-off and store write)
+    within this many ms of its arrival is refused with 503 ``overloaded`` and ``Retry-After``
+    (nothing stored), before it is queued or when its call is about to start (see
+    `server.batcher`); 0: no deadline."""
     max_queue: int = Field(1024, ge=1)
     """Most acts queued for one loaded model version; more are refused with 503 ``overloaded``."""
 

@@ -14,8 +14,8 @@
    answered step is stored and no refused one is.
 
 Latencies reported: the client's (``latency_ms``), the server's ``total`` and the part the deadline
-bounds (``deadline_path_ms``: `DEADLINE_PATH`, arrival to the engine's answer; storing the step,
-handing it back and serialising it come after).
+bounds (``deadline_path_ms``: `DEADLINE_PATH`, arrival to the answer ready to send: parse, store
+read, queue wait, forward, hand-back and store write; serialising and sending it come after).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from server.bench.loadgen import Recorder, SessionDriver, advance, run_phase
 from server.bench.stats import percentiles
 from server.bench.targets import T2MIRBackend
 
-DEADLINE_PATH = ("parse", "store_read", "queue_wait", "forward")
-"""The server timings an act's deadline bounds: from its arrival to its engine call's answer."""
+DEADLINE_PATH = ("parse", "store_read", "queue_wait", "forward", "handoff", "store_write")
+"""The server timings an act's deadline bounds: from its arrival to its answer, stored."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from server.bench.overload import OverloadPlan, create_sessions, run_overload
 from server.bench.report import SCHEMA, machine_info
 from server.bench.stats import ratios, scrape, summarise
 from server.bench.targets import BaselineBackend, ModelInfo, T2MIRBackend, fetch_model_info, new_http
+from server.settings import ServerSettings
 
 
 @dataclass
@@ -209,14 +210,16 @@ async def _measure_baseline(
     return row
 
 
-def deadline_of(server_args: list[str]) -> float | None:
-    """The ``--act-deadline-ms`` among the server's extra flags (None: the server's default)."""
+def deadline_of(server_args: list[str]) -> float:
+    """The ``--act-deadline-ms`` among the server's extra flags, else the server's default (the
+    bench starts its server without ``T2MIR_*`` variables)."""
     for i, arg in enumerate(server_args):
         if arg.startswith("--act-deadline-ms="):
             return float(arg.split("=", 1)[1])
         if arg == "--act-deadline-ms" and i + 1 < len(server_args):
             return float(server_args[i + 1])
-    return None
+    default: float = ServerSettings.model_fields["act_deadline_ms"].default
+    return default
 
 
 async def _overload(options: BenchOptions, svc: Services, info: ModelInfo, tag: str) -> dict[str, Any]:

@@ -245,3 +245,16 @@ async def test_the_deadline_counts_from_arrival():
     assert (await no_deadline.submit(Req("c"), arrived=0.0)).result.action == "c"
     await batcher.close()
     await no_deadline.close()
+
+
+async def test_the_time_after_a_call_counts_toward_the_deadline():
+    batcher = Batcher(FakeEngine(), max_batch_size=4, max_wait_ms=0, deadline_ms=100)
+    for _ in range(5):
+        batcher.cost.observe(1, 0.030)
+    assert batcher.expected_wait() == pytest.approx(0.030)
+    for _ in range(10):
+        batcher.observe_after_call(0.080)  # the store write after each call: 30 + 80 ms > 100 ms
+    assert batcher.expected_wait() == pytest.approx(0.110)
+    with pytest.raises(Overloaded):
+        await batcher.submit(Req("a"))
+    await batcher.close()
