@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -27,7 +29,7 @@ import torch
 
 from t2mir_model import T2MIRPolicy, UnrewardedContext, read_card
 from training.envs import env_info, task_split
-from training.evaluation.protocol import card_protocol, play_context_rule, seed_statistic
+from training.evaluation.protocol import card_protocol, git_commit, play_context_rule, seed_statistic
 from training.evaluation.runner import evaluate
 
 
@@ -138,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"chosen: {_candidate(rows[0])} (mean over training tasks; held-out tasks not used)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seeds": list(seeds), "rows": rows}, indent=2) + "\n")
+        command = shlex.join(
+            ["python", "-m", "training.evaluation.select", *(sys.argv[1:] if argv is None else argv)]
+        )
+        record = {"command": command, "commit": git_commit(), "seeds": list(seeds), "rows": rows}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 
