@@ -53,7 +53,14 @@ from .m3dt.engine import M3DTActRequest, M3DTEngine
 from .m3dt.modeling import EXPERTS, ROUTER, M3DTLayerRouting, M3DTOutput, M3DTPolicy
 from .m3dt.prompt import PromptError, TaskPrompt, check_target_return
 from .t2mir.bench import BenchRow, bench
-from .t2mir.configuration import ActionSpec, ConfigError, MoEConfig, ObservationSpec, T2MIRConfig
+from .t2mir.configuration import (
+    ActionSpec,
+    ConfigError,
+    MoEConfig,
+    ObservationSpec,
+    T2MIRConfig,
+    UnrewardedContext,
+)
 from .t2mir.context import ad_context_tokens, dpt_context_tokens
 from .t2mir.fused_step import StepCompileError
 from .t2mir.modeling import PolicyBatch, T2MIRPolicy
@@ -119,6 +126,7 @@ __all__ = [
     "T2MIRPolicy",
     "TaskPrompt",
     "TokenBatch",
+    "UnrewardedContext",
     "ad_context_tokens",
     "append_queries",
     "bench",

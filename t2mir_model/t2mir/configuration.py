@@ -17,6 +17,7 @@ CONFIG_SCHEMA_VERSION = 1
 Backbone = Literal["ad", "dpt"]
 ActionKind = Literal["discrete", "continuous"]
 TaskRouting = Literal["prefix", "sequence"]
+UnrewardedContext = Literal["keep", "drop"]
 
 
 class ConfigError(ValueError):
@@ -213,6 +214,10 @@ class T2MIRConfig:
     """AD: episodes in one training segment (L); served context = up to L-1 best past episodes + current."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before embedding."""
+    unrewarded_context: UnrewardedContext = "keep"
+    """AD: 'keep' ranks every closed episode by return; 'drop' leaves the context empty while every
+    closed episode has return 0 (the policy searches as in a history's first episode instead of
+    reading its failed searches), then ranks every episode as 'keep' does. DPT: 'keep' only."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     """Token-wise and task-wise mixture-of-experts settings."""
 
@@ -230,6 +235,12 @@ class T2MIRConfig:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
             raise ConfigError("reward_scale", "must be finite and > 0")
+        if self.unrewarded_context not in ("keep", "drop"):
+            raise ConfigError(
+                "unrewarded_context", f"must be 'keep' or 'drop', got {self.unrewarded_context!r}"
+            )
+        if self.backbone != "ad" and self.unrewarded_context != "keep":
+            raise ConfigError("unrewarded_context", "'drop' applies to the AD backbone only")
         self.moe.layer_indices(self.n_layers)
 
     @property

@@ -1,8 +1,10 @@
 """The context each T2MIR backbone reads from a session's history (Algorithms 2 and 4).
 
-AD reads up to L-1 earlier episodes sorted by return (best last) followed by the open episode; DPT
-reads the previous episode as its prompt and the current state as its query. The order of AD's
-episodes changes only when an episode closes, so a cached context stays valid inside an episode.
+AD reads up to L-1 earlier episodes sorted by return (best last) followed by the open episode; with
+the config's ``unrewarded_context="drop"`` it reads no earlier episode while every closed episode
+has return 0. DPT reads the previous episode as its prompt and the current state as its query. The
+choice of AD's episodes depends on closed episodes only, so it changes only when an episode closes
+and a cached context stays valid inside an episode.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..history import Episode, SessionHistory
-from .configuration import T2MIRConfig
+from .configuration import T2MIRConfig, UnrewardedContext
 from .tokens import (
     ACTION,
     REWARD,
@@ -24,8 +26,17 @@ from .tokens import (
 )
 
 
-def ad_context_episodes(episodes: list[Episode], n_episodes: int) -> list[Episode]:
-    """The ``n_episodes - 1`` best episodes by return, best last; ties go to the later episode."""
+def ad_context_episodes(
+    episodes: list[Episode], n_episodes: int, unrewarded: UnrewardedContext = "keep"
+) -> list[Episode]:
+    """The ``n_episodes - 1`` best episodes by return, best last; ties go to the later episode.
+
+    ``unrewarded="drop"``: none while every episode has return 0 (the context of a history's first
+    episode), the same ranking as ``"keep"`` once one has not. Either way the episodes chosen are
+    among the ``n_episodes - 1`` best, all a session's store has to retain.
+    """
+    if unrewarded == "drop" and all(e.ret == 0 for e in episodes):
+        return []
     ranked = sorted(episodes, key=lambda e: (e.ret, e.index))
     return ranked[len(ranked) - (n_episodes - 1) :] if n_episodes > 1 else []
 
@@ -97,8 +108,10 @@ def query_tokens(history: SessionHistory, action_example: Tensor) -> TokenBatch:
 
 
 def ad_context_tokens(config: T2MIRConfig, history: SessionHistory, action_example: Tensor) -> TokenBatch:
-    """Full AD context for the open episode's latest state: sorted past episodes + open episode."""
-    past = [episode_tokens(e) for e in ad_context_episodes(history.episodes, config.context_episodes)]
+    """Full AD context for the open episode's latest state: the past episodes the config's rule
+    chooses (`ad_context_episodes`), best last, then the open episode."""
+    chosen = ad_context_episodes(history.episodes, config.context_episodes, config.unrewarded_context)
+    past = [episode_tokens(e) for e in chosen]
     return concat_tokens([*past, open_episode_tokens(history, action_example)])
 
 

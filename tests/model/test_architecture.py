@@ -76,6 +76,8 @@ def test_dpt_backbone_and_continuous_head():
         ({"moe": {"token_top_k": 7}}, "moe.token_top_k"),
         ({"moe": {"positions": "9"}}, "moe.positions"),
         ({"max_episode_steps": 0}, "max_episode_steps"),
+        ({"unrewarded_context": "sometimes"}, "unrewarded_context"),
+        ({"backbone": "dpt", "unrewarded_context": "drop"}, "unrewarded_context"),
     ],
 )
 def test_invalid_configs_name_the_field(change, field):
@@ -90,6 +92,11 @@ def test_invalid_configs_name_the_field(change, field):
 def test_config_json_round_trip():
     config = tiny_config(discrete=False)
     assert T2MIRConfig.from_dict(config.to_dict()) == config
+    dropping = config.replace(unrewarded_context="drop")
+    assert T2MIRConfig.from_dict(dropping.to_dict()) == dropping
+    older = config.to_dict()
+    del older["unrewarded_context"]  # a config saved before the field existed plays as before
+    assert T2MIRConfig.from_dict(older).unrewarded_context == "keep"
     data = config.to_dict()
     data["surprise"] = 1
     with pytest.raises(ConfigError, match="surprise"):

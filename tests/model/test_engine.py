@@ -12,14 +12,30 @@ from t2mir_model.history import SessionHistory
 from t2mir_model.t2mir.context import ad_context_episodes, ad_context_tokens
 
 
-def run_sessions(engine: DecodeEngine, n_sessions: int, episodes: int, seed: int, sample: bool) -> list[list]:
-    """Drive random 'environments' through the engine in lockstep; returns every session's actions."""
+def run_sessions(
+    engine: DecodeEngine,
+    n_sessions: int,
+    episodes: int,
+    seed: int,
+    sample: bool,
+    sparse: bool = False,
+    one_at_a_time: bool = False,
+) -> list[list]:
+    """Drive random 'environments' through the engine in lockstep; returns every session's actions.
+
+    ``sparse``: session i earns no reward in its first i episodes (return 0), random ones after.
+    ``one_at_a_time``: one engine call per session instead of two batches of varying subsets."""
     config = engine.config
     g = torch.Generator().manual_seed(seed)
     histories = [SessionHistory() for _ in range(n_sessions)]
     actions: list[list] = [[] for _ in range(n_sessions)]
     steps = config.max_episode_steps
-    for _ in range(episodes):
+
+    def reward(session: int, episode: int) -> float:
+        value = float(torch.randn((), generator=g))
+        return 0.0 if sparse and episode < session else value
+
+    for n in range(episodes):
         for t in range(steps):
             requests = []
             for i, h in enumerate(histories):
@@ -27,16 +43,21 @@ def run_sessions(engine: DecodeEngine, n_sessions: int, episodes: int, seed: int
                 if t == 0:
                     h.observe(obs)
                 else:
-                    h.observe(obs, reward=float(torch.randn((), generator=g)), action=actions[i][-1])
+                    h.observe(obs, reward=reward(i, n), action=actions[i][-1])
                 requests.append(ActRequest(i, h, seed=1000 * i + t if sample else None))
             # sessions arrive in varying order and subsets
             order = torch.randperm(n_sessions, generator=g).tolist()
-            for chunk in (order[: n_sessions // 2], order[n_sessions // 2 :]):
+            chunks = (
+                [[i] for i in order]
+                if one_at_a_time
+                else [order[: n_sessions // 2], order[n_sessions // 2 :]]
+            )
+            for chunk in chunks:
                 out = engine.act([requests[i] for i in chunk])
                 for i, res in zip(chunk, out.results, strict=True):
                     actions[i].append(res.action)
         for i, h in enumerate(histories):
-            h.close(actions[i][-1], float(torch.randn((), generator=g)))
+            h.close(actions[i][-1], reward(i, n))
     return actions
 
 
@@ -50,6 +71,47 @@ def test_cached_engine_matches_uncached_engine(backbone, discrete):
     )
     for a, b in zip(cached, uncached, strict=True):
         torch.testing.assert_close(torch.stack(a), torch.stack(b))
+
+
+def test_dropping_unrewarded_episodes_keeps_cached_equal_to_full_and_batched_equal_to_one():
+    """With ``unrewarded_context="drop"`` the batched, cached engine picks the actions of an
+    uncached engine fed one session at a time; a session that never earned a reward plays
+    differently from ``"keep"``, the session rewarded from its first episode plays the same."""
+    policy = tiny_policy(discrete=False)
+    runs = {}
+    for rule in ("keep", "drop"):
+        policy.config = policy.config.replace(unrewarded_context=rule)
+        runs[rule] = run_sessions(DecodeEngine(policy, num_slots=3), 5, 4, seed=0, sample=False, sparse=True)
+    alone = run_sessions(
+        DecodeEngine(policy, num_slots=1, use_cache=False),
+        5,
+        4,
+        seed=0,
+        sample=False,
+        sparse=True,
+        one_at_a_time=True,
+    )
+    for a, b in zip(runs["drop"], alone, strict=True):
+        torch.testing.assert_close(torch.stack(a), torch.stack(b))
+    torch.testing.assert_close(torch.stack(runs["drop"][0]), torch.stack(runs["keep"][0]))
+    assert not torch.allclose(torch.stack(runs["drop"][4]), torch.stack(runs["keep"][4]))
+
+
+def test_ad_context_drops_unrewarded_episodes_until_one_earned_a_reward():
+    h = SessionHistory()
+    for ret in (0.0, 0.0):
+        h.observe(torch.zeros(4))
+        h.close(torch.tensor(0), ret)
+    assert [e.index for e in ad_context_episodes(h.episodes, 3)] == [0, 1]
+    assert ad_context_episodes(h.episodes, 3, "drop") == []
+    config = tiny_policy().config.replace(unrewarded_context="drop")
+    h.observe(torch.zeros(4))
+    assert ad_context_tokens(config, h, torch.tensor(0)).shape == (1, 1)  # s_0 only, as in episode 0
+    h.close(torch.tensor(0), 2.0)
+    h.observe(torch.zeros(4))
+    h.close(torch.tensor(0), 0.0)
+    for rule in ("keep", "drop"):  # once a reward is earned, every episode is ranked as usual
+        assert [e.index for e in ad_context_episodes(h.episodes, 3, rule)] == [3, 2]
 
 
 def test_hits_and_misses():

@@ -18,9 +18,9 @@ from server.mirror import MirrorEntry, action_value, advance, close, entry_from_
 from server.registry import retention_for
 from server.sessions import derive_seed
 from server.settings import ServerSettings
-from server.store import MemorySessionStore, Retention, SessionMeta, StepRecord
+from server.store import MemorySessionStore, Retention, SessionMeta, StepRecord, retain
 from t2mir_model.history import SessionHistory
-from t2mir_model.t2mir.context import ad_context_tokens, dpt_context_tokens
+from t2mir_model.t2mir.context import ad_context_episodes, ad_context_tokens, dpt_context_tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -249,3 +249,21 @@ async def test_mirror_from_store_records_equals_step_by_step_history(backbone, d
         a, b = dpt_context_tokens(rebuilt.history, zero)[0], dpt_context_tokens(reference, zero)[0]
     for name in ("obs", "action", "reward", "timestep", "kind", "valid"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("rule", ["keep", "drop"])
+def test_ad_retention_keeps_every_episode_the_context_can_read(rule):
+    """The store keeps AD's L-1 best episodes; the context chosen from them is the one chosen from
+    the whole history, under either rule for unrewarded episodes."""
+    config = tiny_config().replace(unrewarded_context=rule)
+    rng = random.Random(3)
+    for _ in range(50):
+        history = SessionHistory()
+        for _ in range(rng.randrange(7)):
+            history.observe(torch.zeros(4))
+            history.close(torch.tensor(0), rng.choice([0.0, 0.0, 0.0, 1.0, 2.0]))
+        kept = retain(history.episodes, [e.ret for e in history.episodes], retention_for(config))
+        full = ad_context_episodes(history.episodes, config.context_episodes, rule)
+        assert [e.index for e in ad_context_episodes(kept, config.context_episodes, rule)] == [
+            e.index for e in full
+        ]

@@ -18,6 +18,7 @@ from training.datasets.synthetic import write_synthetic_dataset
 from training.envs import task_split
 from training.evaluation import evaluate
 from training.evaluation.protocol import git_commit, manifest_sha256, t_interval
+from training.evaluation.select import main as select_main
 from training.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +99,34 @@ def test_seeds_report_the_mean_and_t_interval_over_seeds(tiny_point_robot, tmp_p
     assert metrics["command"] == summary["command"] and metrics["commit"] == summary["commit"]
     again = _eval(tiny_point_robot, tmp_path / "again.json")  # the updated card is the new protocol
     assert again["seeds"] == [0, 1, 2] and again["over_seeds"] == over
+
+
+def test_the_context_rule_played_is_recorded_and_the_card_records_only_the_served_one(
+    tiny_point_robot, tmp_path, capsys
+):
+    short = ("--seed", "5", "--episodes", "1")
+    summary = _eval(tiny_point_robot, tmp_path / "keep.json", *short)
+    assert summary["unrewarded_context"] == "keep"  # the config's
+    assert summary["command"].endswith("--unrewarded-context keep")
+    summary = _eval(tiny_point_robot, tmp_path / "drop.json", *short, "--unrewarded-context", "drop")
+    assert summary["unrewarded_context"] == "drop" and "--unrewarded-context drop" in summary["command"]
+    argv = ["eval", "--checkpoint", str(tiny_point_robot), *short, "--unrewarded-context", "drop"]
+    assert main([*argv, "--json", str(tmp_path / "card.json"), "--update-card", "--no-progress"]) == 2
+    assert "serves" in capsys.readouterr().err
+    assert "unrewarded_context" not in read_card(tiny_point_robot)["metrics"]
+
+
+def test_select_plays_each_context_rule_on_training_tasks(tiny_point_robot, tmp_path, capsys):
+    out = tmp_path / "select.json"
+    argv = ["--seeds", "1", "--validation", "2", "--episodes", "1", "--json", str(out)]
+    assert select_main([*argv, "--unrewarded-context", "keep,drop", str(tiny_point_robot)]) == 0
+    record = json.loads(out.read_text())
+    assert sorted(row["unrewarded_context"] for row in record["rows"]) == ["drop", "keep"]
+    assert all(row["training_tasks"] == 2 for row in record["rows"])
+    assert "--unrewarded-context keep,drop" in record["command"]
+    assert "chosen:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        select_main([*argv, "--unrewarded-context", "keep,often", str(tiny_point_robot)])
 
 
 def test_t_interval():

@@ -3,6 +3,7 @@ committed README / docs/results.md tables are what it builds; checkpoint selecti
 
 from __future__ import annotations
 
+import json
 import shutil
 import tomllib
 from pathlib import Path
@@ -69,6 +70,22 @@ def test_select_uses_training_tasks_only(tmp_path):
     assert all(row["training_tasks"] == 3 for row in rows)
     assert rows[0]["best_mean"]["mean"] >= rows[1]["best_mean"]["mean"]
     assert len(rows[0]["best_mean"]["per_seed"]) == 2
+
+
+def test_selection_files_are_indexed_one_candidate_a_row(tmp_path):
+    row = {"checkpoint": "C", "training_tasks": 20, "split_seed": 0, "episodes": 100}
+    stat = {"mean": 80.0, "ci95": [79.0, 81.0], "per_seed": [80.0]}
+    rows = [{**row, "unrewarded_context": rule, "best_mean": stat} for rule in ("drop", "keep")]
+    (tmp_path / EVALS).mkdir(parents=True)
+    (tmp_path / EVALS / "choice.json").write_text(
+        json.dumps({"command": "python -m X", "seeds": [1], "rows": rows})
+    )
+    index = index_markdown(tmp_path)
+    assert (
+        "| choice.json | C, unrewarded context drop | 20 (split seed 0) | 100 | 1 | 80.00 (79.00 .. 81.00) |"
+        in index
+    )
+    assert "C, unrewarded context keep" in index and "`python -m X`" in index
 
 
 def test_a_file_without_markers_is_refused(tmp_path):

@@ -19,7 +19,7 @@ import torch
 from t2mir_model import T2MIRPolicy, read_card, read_family
 from training.envs import env_info, task_split
 from training.evaluation import evaluate
-from training.evaluation.protocol import card_protocol
+from training.evaluation.protocol import card_protocol, play_context_rule
 
 SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[2] / "checkpoints").glob("*") if p.is_dir())
 CHECKPOINTS = [p for p in SHIPPED if read_family(p) == "t2mir"]
@@ -41,7 +41,7 @@ def test_checkpoint_reproduces_its_card(checkpoint):
     assert card["env_id"] == policy.config.env_id
     metrics = card["metrics"]
     assert "training" in card and card["training"]["command"].startswith("t2mir train")
-    protocol = card_protocol(card, env_info(policy.config.env_id).eval_episodes)
+    protocol = play_context_rule(policy, card_protocol(card, env_info(policy.config.env_id).eval_episodes))
     train_tasks, test_tasks = task_split(policy.config.env_id, protocol.split_seed)
     result = evaluate(
         policy,

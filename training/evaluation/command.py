@@ -1,7 +1,7 @@
 """``t2mir eval``: in-context evaluation of a checkpoint on held-out tasks.
 
 Usage: ``t2mir eval --checkpoint DIR [--seeds 101,102,103] [--episodes N] [--tasks test] [--split-seed S]
-[--greedy | --sample] [--action-noise X] [--json PATH]``.
+[--greedy | --sample] [--action-noise X] [--unrewarded-context {keep,drop}] [--json PATH]``.
 
 Every setting left out is taken from the checkpoint's card, so that ``t2mir eval --checkpoint DIR``
 replays the evaluation the card's numbers come from (``training.evaluation.protocol``); a card
@@ -9,7 +9,10 @@ without measured metrics falls back to seed 0, the paper's curve length for the 
 split of split seed 0, sampled discrete actions and no exploration noise. With several seeds the
 summary reports each figure's mean over the seeds and a 95% t-interval over them. On DarkRoom and
 Point-Robot the summary also holds the split's reference returns (stay, random, oracle) and the
-best / last episode means normalised on them (stay 0, oracle 1).
+best / last episode means normalised on them (stay 0, oracle 1). An AD checkpoint plays its
+config's context rule for unrewarded episodes (``unrewarded_context``) unless the card's metrics or
+``--unrewarded-context`` name another; the eval JSON, its command and the card record the rule
+played, and ``--update-card`` records only the rule the config serves.
 
 An M3DT checkpoint (``"family": "m3dt"``) is evaluated on every task it was trained on
 (``training.m3dt.evaluate``); ``--compare DIR`` adds checkpoints evaluated on the same episodes.
@@ -30,6 +33,7 @@ import torch
 from t2mir_model import (
     M3DT_FAMILY,
     MAX_ACTION_NOISE,
+    ConfigError,
     T2MIRPolicy,
     check_action_noise,
     read_card,
@@ -44,6 +48,7 @@ from training.evaluation.protocol import (
     EvalProtocol,
     card_protocol,
     measured_metrics,
+    play_context_rule,
     provenance,
     seed_statistic,
 )
@@ -122,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continuous actions: seeded Gaussian exploration noise, in half-ranges of the action box"
         " (default: the card's, else 0: the policy's tanh mean)",
     )
+    parser.add_argument(
+        "--unrewarded-context",
+        choices=["keep", "drop"],
+        help="AD: keep episodes with return 0 in the context, or drop them until an episode earned a"
+        " reward (default: the card's, else the checkpoint config's)",
+    )
     parser.add_argument("--json", help="summary JSON path (default: <checkpoint>/eval-<tasks>.json)")
     parser.add_argument("--csv", help="per-task per-episode CSV path (default: next to the JSON)")
     parser.add_argument("--png", help="return-against-episode plot (default: next to the JSON)")
@@ -143,7 +154,7 @@ def resolve_protocol(args: argparse.Namespace, card: dict[str, Any], env_id: str
         changes["seeds"] = tuple(args.seeds)
     elif args.seed is not None:
         changes["seeds"] = (args.seed,)
-    for name in ("episodes", "tasks", "split_seed", "sample", "action_noise"):
+    for name in ("episodes", "tasks", "split_seed", "sample", "action_noise", "unrewarded_context"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     return dataclasses.replace(protocol, **changes)
@@ -164,6 +175,8 @@ def stacked_summary(
     normalised = [s["normalised"] for s in scales]
     result = stack_seeds(per_seed)
     result.info.update(checkpoint=checkpoint, variant=variant, split_seed=protocol.split_seed)
+    if protocol.unrewarded_context is not None:
+        result.info["unrewarded_context"] = protocol.unrewarded_context
     if len(scales) == 1:
         result.info.update(scales[0])
     elif scales:
@@ -193,8 +206,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if read_family(args.checkpoint) == M3DT_FAMILY:
+        if args.unrewarded_context is not None:
+            print("t2mir eval: error: --unrewarded-context applies to T2MIR-AD checkpoints", file=sys.stderr)
+            return 2
         return run_m3dt_eval(args)
     policy = T2MIRPolicy.from_pretrained(args.checkpoint)
+    served_rule = policy.config.unrewarded_context
     card = read_card(args.checkpoint)
     env_id = policy.config.env_id or card.get("env_id", "")
     protocol = resolve_protocol(args, card, env_id)
@@ -202,6 +219,18 @@ def run(args: argparse.Namespace) -> int:
         check_action_noise(protocol.action_noise, policy.config.action)
     except ValueError as exc:
         print(f"t2mir eval: error: --action-noise: {exc}", file=sys.stderr)
+        return 2
+    try:
+        protocol = play_context_rule(policy, protocol)
+    except ConfigError as exc:
+        print(f"t2mir eval: error: --unrewarded-context: {exc}", file=sys.stderr)
+        return 2
+    if args.update_card and protocol.unrewarded_context not in (None, served_rule):
+        print(
+            f"t2mir eval: error: --update-card records what the checkpoint serves, which plays"
+            f" unrewarded_context={served_rule!r}, not {protocol.unrewarded_context!r}",
+            file=sys.stderr,
+        )
         return 2
     train_tasks, test_tasks = task_split(env_id, protocol.split_seed)
     tasks = test_tasks if protocol.tasks == "test" else train_tasks
@@ -258,6 +287,8 @@ def _print_summary(
 ) -> None:
     seeds = ",".join(str(s) for s in protocol.seeds)
     noise = f", action noise {protocol.action_noise:g}" if protocol.action_noise else ""
+    if protocol.unrewarded_context is not None:
+        noise += f", unrewarded context {protocol.unrewarded_context}"
     print(
         f"{variant_name(policy.config)} on {env_id} ({n_tasks} {protocol.tasks} tasks, {protocol.episodes} episodes,"
         f" split seed {protocol.split_seed}, seed{'s' if len(per_seed) > 1 else ''} {seeds}{noise})"

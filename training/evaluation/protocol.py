@@ -1,7 +1,8 @@
 """The results protocol: how a checkpoint is measured, and what a measurement records.
 
 A checkpoint's card holds the settings its numbers were measured with (``metrics``: evaluation
-seeds, episodes, task split and split seed, sampling, exploration noise). ``card_protocol`` reads
+seeds, episodes, task split and split seed, sampling, exploration noise, and for AD the context rule
+for unrewarded episodes). ``card_protocol`` reads
 them back so that ``t2mir eval --checkpoint C`` with no other flag plays C the way its card was
 measured. Several evaluation seeds are summarised by the mean over seeds of each seed's figure
 (best episode mean, last episode mean) and a 95% Student-t interval over the seeds
@@ -16,14 +17,14 @@ import math
 import shlex
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from t2mir_model import card_action_noise
+from t2mir_model import ConfigError, T2MIRPolicy, UnrewardedContext, card_action_noise
 from training.datasets.format import MANIFEST_NAME, sha256_file
 from training.evaluation.runner import EvalResult, stack_seeds
 
@@ -45,6 +46,8 @@ class EvalProtocol:
     split_seed: int = 0
     sample: bool = True
     action_noise: float = 0.0
+    unrewarded_context: UnrewardedContext | None = None
+    """AD: the context rule for unrewarded episodes played (None: the checkpoint config's)."""
 
     def command(self, checkpoint: str) -> str:
         """The ``t2mir eval`` command line that replays this protocol on ``checkpoint``."""
@@ -55,6 +58,8 @@ class EvalProtocol:
             argv.append("--greedy")
         if self.action_noise:
             argv += ["--action-noise", f"{self.action_noise:g}"]
+        if self.unrewarded_context is not None:
+            argv += ["--unrewarded-context", self.unrewarded_context]
         return shlex.join(argv)
 
 
@@ -69,7 +74,21 @@ def card_protocol(card: dict[str, Any], default_episodes: int) -> EvalProtocol:
         split_seed=int(metrics.get("split_seed", 0)),
         sample=bool(metrics.get("sample", True)),
         action_noise=card_action_noise(card),
+        unrewarded_context=metrics.get("unrewarded_context"),
     )
+
+
+def play_context_rule(policy: T2MIRPolicy, protocol: EvalProtocol) -> EvalProtocol:
+    """Set the policy's context rule for unrewarded episodes to the protocol's and return the
+    protocol naming the rule played: for AD explicitly (the config's when the protocol names none),
+    for DPT none. Raises `ConfigError` for a rule the backbone does not take."""
+    if policy.config.backbone != "ad":
+        if protocol.unrewarded_context not in (None, "keep"):
+            raise ConfigError("unrewarded_context", "'drop' applies to the AD backbone only")
+        return replace(protocol, unrewarded_context=None)
+    rule = protocol.unrewarded_context or policy.config.unrewarded_context
+    policy.config = policy.config.replace(unrewarded_context=rule)
+    return replace(protocol, unrewarded_context=rule)
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -152,4 +171,6 @@ def measured_metrics(
         metrics["normalised_last"] = seed_statistic([n["last"] for n in normalised])
     if protocol.action_noise:
         metrics["action_noise"] = protocol.action_noise
+    if protocol.unrewarded_context is not None:
+        metrics["unrewarded_context"] = protocol.unrewarded_context
     return {**metrics, **record}

@@ -6,7 +6,8 @@ Reads the committed evaluation files (``docs/evals/**/*.json``) and what ``docs/
 says they measure, then writes
 
 * ``docs/evals/INDEX.md``: every evaluation file with its checkpoint, the command that reproduces
-  it, its split, episodes and evaluation seeds, and its best episode mean;
+  it, its split, episodes and evaluation seeds, and its best episode mean (a selection file of
+  ``training.evaluation.select --json``: one row per candidate);
 * the Table 1 block (family x variant: our mean best-episode return with a 95% t-interval over
   training seeds, the paper's figure, the training budget and its ratio to the paper's) between the
   ``<!-- results-table:begin -->`` / ``<!-- results-table:end -->`` markers of README.md and
@@ -106,8 +107,14 @@ def index_markdown(root: Path) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     multitask: list[str] = []
+    selections: list[str] = []
     for path in sorted((root / EVALS).rglob("*.json")):
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and "rows" in data:  # a selection on training tasks
+            selections += [
+                _selection_row(path.relative_to(root / EVALS).as_posix(), data, row) for row in data["rows"]
+            ]
+            continue
         if isinstance(data, list):  # an M3DT evaluation: one entry per checkpoint, scored per task
             multitask += [
                 f"| {path.relative_to(root / EVALS).as_posix()} | {entry.get('checkpoint', '')}"
@@ -125,6 +132,15 @@ def index_markdown(root: Path) -> str:
             f" | {n_tasks} {split} (split seed {data.get('split_seed', 0)}) | {data['episodes']} | {seeds}"
             f" | {best:.2f} | `{eval_command(data)}` |"
         )
+    if selections:
+        lines += [
+            "",
+            "Selections on training tasks (`training.evaluation.select`): one row per candidate, best first.",
+            "",
+            "| file | candidate | training tasks | episodes | eval seeds | best episode mean (95% t-interval) | command |",
+            "|---|---|---|---|---|---|---|",
+            *selections,
+        ]
     if multitask:
         lines += [
             "",
@@ -135,6 +151,19 @@ def index_markdown(root: Path) -> str:
             *multitask,
         ]
     return "\n".join(lines) + "\n"
+
+
+def _selection_row(name: str, data: dict[str, Any], row: dict[str, Any]) -> str:
+    """One candidate of a selection file as a row of the index."""
+    rule = row.get("unrewarded_context")
+    candidate = row["checkpoint"] + (f", unrewarded context {rule}" if rule is not None else "")
+    stat = row["best_mean"]
+    seeds = ",".join(str(s) for s in data["seeds"])
+    return (
+        f"| {name} | {candidate} | {row['training_tasks']} (split seed {row['split_seed']}) | {row['episodes']}"
+        f" | {seeds} | {stat['mean']:.2f} ({stat['ci95'][0]:.2f} .. {stat['ci95'][1]:.2f})"
+        f" | `{data.get('command', '')}` |"
+    )
 
 
 def paper_budget(root: Path, config: str) -> int:
