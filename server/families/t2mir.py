@@ -45,8 +45,10 @@ class T2MIRSessions:
         return {"family": self.name}
 
     def describe_model(self) -> dict[str, Any]:
-        """The family name."""
-        return {"family": self.name}
+        """The family name and, for AD, the context rule for unrewarded episodes."""
+        if self.config.backbone != "ad":
+            return {"family": self.name}
+        return {"family": self.name, "unrewarded_context": self.config.unrewarded_context}
 
     def warm_up(self, engine: PolicyEngine) -> None:
         """A context rebuild and an incremental step of a throw-away session."""

@@ -154,6 +154,9 @@ def test_health_docs_and_models(api):
     assert "requestBody" in paths["/sessions/{session_id}/act"]["post"]
     models = api.client.http.get("/models").json()["models"]
     assert {m["name"] for m in models} == {DARK, SHORT}
+    for m in models:  # eager test servers; AD models say how their context treats unrewarded episodes
+        assert m["compiled_step"] is False
+        assert m["unrewarded_context"] == "keep" if m["backbone"] == "ad" else "unrewarded_context" not in m
     assert_error(api.client.http.get("/nope"), 404, "not_found")
 
 
