@@ -10,7 +10,7 @@ from typing import Any
 from server.families.base import SessionFamily
 from server.families.m3dt import M3DTSessions
 from server.families.t2mir import T2MIRSessions
-from t2mir_model import M3DT_FAMILY, M3DTEngine, PolicyEngine, read_family
+from t2mir_model import M3DT_FAMILY, M3DTEngine, PolicyEngine, T2MIRConfig, read_family
 
 __all__ = ["M3DTSessions", "SessionFamily", "T2MIRSessions", "session_family"]
 
@@ -21,4 +21,6 @@ def session_family(directory: Path, engine: PolicyEngine, card: dict[str, Any]) 
         if not isinstance(engine, M3DTEngine):
             raise TypeError(f"{directory}: an M3DT checkpoint loaded as {type(engine).__name__}")
         return M3DTSessions.load(directory, engine.config, card)
+    if not isinstance(engine.config, T2MIRConfig):
+        raise TypeError(f"{directory}: a T2MIR checkpoint loaded with a {type(engine.config).__name__}")
     return T2MIRSessions(engine.config)

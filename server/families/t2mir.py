@@ -10,7 +10,7 @@ import torch
 from server.families.base import M3DT_OPTIONS, refuse_options
 from server.schemas import CreateSessionBody
 from server.store import SessionMeta
-from t2mir_model import T2MIR_FAMILY, ActionSpec, ActRequest, PolicyEngine, ServedConfig, SessionHistory
+from t2mir_model import T2MIR_FAMILY, ActionSpec, ActRequest, PolicyEngine, SessionHistory, T2MIRConfig
 
 
 class T2MIRSessions:
@@ -18,7 +18,7 @@ class T2MIRSessions:
 
     name = T2MIR_FAMILY
 
-    def __init__(self, config: ServedConfig) -> None:
+    def __init__(self, config: T2MIRConfig) -> None:
         self.config = config
 
     def create_metadata(self, body: CreateSessionBody) -> dict[str, Any]:
