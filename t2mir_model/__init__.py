@@ -40,7 +40,7 @@ from .checkpoint import (
 from .engine.decode import DecodeEngine
 from .engine.interface import ActRequest, ActResult, EngineOutput, PolicyEngine, ServedConfig
 from .engine.loading import EngineOptions, load_engine
-from .exploration import MAX_ACTION_NOISE, card_action_noise, check_action_noise, explore
+from .exploration import MAX_ACTION_NOISE, card_action_noise, check_action_noise, explore, sample_discrete
 from .history import Episode, SessionHistory
 from .layers.experts import set_sparse_dispatch
 from .layers.kv_cache import CacheCapacityError, KVCache, ReadCounts, StepRow
@@ -146,6 +146,7 @@ __all__ = [
     "read_config",
     "read_family",
     "read_m3dt_config",
+    "sample_discrete",
     "set_sparse_dispatch",
     "stack_rows",
     "summarize_routing",

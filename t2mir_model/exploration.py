@@ -1,6 +1,7 @@
-"""Seeded exploration noise for continuous actions, shared by evaluation and the server.
+"""Seeded exploration, shared by evaluation, the engine and the server.
 
-Discrete heads explore by sampling their categorical distribution. The continuous head is a tanh
+Discrete heads explore by sampling their categorical distribution (`sample_discrete`: a Gumbel-max
+draw from a seed, so a step's action is a pure function of its logits and seed). The continuous head is a tanh
 mean (paper, Appendix E) with nothing to sample, so a policy trained on histories whose learners
 explored by sampling (``t2mir collect --snapshot-actions stochastic``) plays its mean plus
 Gaussian noise of ``scale`` half-ranges of the action box, clipped to the box. The noise of a step
@@ -20,6 +21,17 @@ from .t2mir.configuration import ActionSpec
 
 MAX_ACTION_NOISE = 10.0
 """Largest accepted scale: beyond a few half-ranges every action is clipped to a corner anyway."""
+
+
+def sample_discrete(logits: Tensor, seed: int | None) -> Tensor:
+    """Logits (n,) -> a discrete action (): the argmax without a seed, else a Gumbel-max sample
+    drawn from ``seed`` alone."""
+    if seed is None:
+        return logits.argmax(-1)
+    generator = torch.Generator().manual_seed(seed)
+    uniform = torch.rand(logits.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
+    gumbel = -torch.log(-torch.log(uniform))
+    return (torch.log_softmax(logits, -1) + gumbel).argmax(-1)
 
 
 def check_action_noise(scale: float, action: ActionSpec) -> float:

@@ -4,8 +4,10 @@ It keeps nothing between calls. Every ``POST /act`` carries the session's whole 
 closed episodes + the open episode up to s_t, see `server.bench.episodes`); the server rebuilds
 the model's input with `t2mir_model.ad_context_tokens` / `dpt_context_tokens` and recomputes the
 full forward at batch 1, one request at a time (a lock in front of one worker thread, one uvicorn
-worker). Greedy actions (argmax / tanh mean), so with ``"sampling": "greedy"`` sessions it must
-answer exactly what the t2mir server answers for the same history.
+worker). Discrete actions are the argmax, or with a ``"seed"`` in the body the same seeded
+sample the t2mir engine draws (`t2mir_model.sample_discrete`); continuous ones the tanh mean. Given
+the seed of a t2mir session's step (`server.sessions.derive_seed`), it must answer exactly what
+the t2mir server answers for the same history.
 
 Run it as ``python -m server.bench.baseline --checkpoint DIR --port P [--torch-threads N]``.
 
@@ -38,6 +40,7 @@ from t2mir_model import (
     T2MIRPolicy,
     ad_context_tokens,
     dpt_context_tokens,
+    sample_discrete,
 )
 
 
@@ -110,8 +113,9 @@ class NaivePolicy:
         return self.policy.config
 
     @torch.inference_mode()
-    def forward(self, history: SessionHistory) -> Any:
-        """Full forward at batch 1 over the rebuilt context; the greedy action as JSON."""
+    def forward(self, history: SessionHistory, seed: int | None = None) -> Any:
+        """Full forward at batch 1 over the rebuilt context; the action as JSON (discrete: sampled
+        from ``seed``, or the argmax without one)."""
         config = self.config
         example = (
             torch.zeros((), dtype=torch.long)
@@ -124,6 +128,8 @@ class NaivePolicy:
         else:
             tokens, _ = dpt_context_tokens(history, example)
             head = self.policy(tokens.to(self.device)).head[:, -1]
+        if config.action.is_discrete:
+            return int(sample_discrete(head[0].float().cpu(), seed).item())
         action = self.policy.select_action(head)[0].cpu()
         return int(action.item()) if action.ndim == 0 else [float(x) for x in action.tolist()]
 
@@ -183,14 +189,18 @@ def create_baseline_app(checkpoint: str | Path, torch_threads: int = 1, device: 
     async def act(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
         try:
-            history = history_from_body(json.loads(await request.body()), naive.config)
+            data = json.loads(await request.body())
+            history = history_from_body(data, naive.config)
+            seed = data.get("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise BadRequest("seed must be an integer")
         except (BadRequest, ValueError) as exc:
             return _error(422, str(exc))
         t_parsed = time.perf_counter()
         loop = asyncio.get_running_loop()
         async with naive.lock:  # one request at a time
             t_run = time.perf_counter()
-            action = await loop.run_in_executor(naive.executor, naive.forward, history)
+            action = await loop.run_in_executor(naive.executor, naive.forward, history, seed)
             t_done = time.perf_counter()
         timings = {
             "parse": (t_parsed - t0) * 1000.0,

@@ -51,7 +51,8 @@ PARTS_TEXT = """\
 METHOD_TEXT = """\
 - One process (`t2mir bench`) generates the load with aiohttp: N concurrent sessions, each following
   the act protocol on its own environment (DarkRoom: held-out tasks in turn), sending its next act
-  as soon as the previous answer arrives. Sessions use greedy sampling on both servers.
+  as soon as the previous answer arrives. Sessions sample their actions as the server does by
+  default (a seed per session and step); the baseline draws the same samples from the same seeds.
 - Before a row is measured its sessions are *prefilled*: they play closed episodes (by default
   enough to fill the model's context; this run's number is under Machine), plus a random number of
   steps, so episode boundaries (where t2mir rebuilds a session's cache) are staggered. The baseline replays the very same
@@ -205,7 +206,7 @@ def _load(report: dict[str, Any], figs: dict[str, str]) -> list[str]:
                   "same sessions (replayed from the same histories), same load generator; always over HTTP.", ""]  # fmt: skip
         if report["parity"] is not None:
             p = report["parity"]
-            lines += [f"Parity check before the load: {p['acts']} acts of one greedy session sent to both "
+            lines += [f"Parity check before the load: {p['acts']} acts of one session sent to both "
                       f"servers, {p['mismatches']} different actions.", ""]  # fmt: skip
         lines += [ratio_table(report["ratios"], markdown=True), ""]
     lines += ["## Where the time of one act goes", "",

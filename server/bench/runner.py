@@ -1,7 +1,7 @@
 """One benchmark run end to end: start what is needed, check parity, load both servers, measure growth.
 
 Order: (1) start redis-server (``--store redis`` without a URL), the t2mir server and the baseline
-(their start-ups overlap); (2) parity check: one greedy session on both servers in lock step;
+(their start-ups overlap); (2) parity check: one session on both servers in lock step (same sampling seeds);
 (3) for each session count: for each transport, fresh t2mir sessions are prefilled and measured,
 then the same sessions (cloned from the first transport's prefill) are measured on the baseline;
 (4) the ceiling row: ``GET /healthz`` on as many connections as the largest session count
@@ -159,7 +159,7 @@ def _line(row: dict[str, Any]) -> str:
 
 
 async def _parity(options: BenchOptions, svc: Services, info: ModelInfo, tag: str) -> dict[str, Any] | None:
-    """One greedy session on both servers in lock step (None without a baseline)."""
+    """One session on both servers in lock step, the same seeds (None without a baseline)."""
     if not svc.baseline_url or options.parity_acts <= 0:
         return None
     async with new_http(2, options.api_key) as http:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from server.bench.episodes import Action, ClientHistory
+from server.sessions import derive_seed
 from server.store.models import Retention
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -119,7 +120,7 @@ async def fetch_model_info(http: aiohttp.ClientSession, base_url: str, model: st
 
 
 class T2MIRBackend:
-    """The t2mir server: sessions created with greedy sampling, acts over HTTP or WebSocket."""
+    """The t2mir server: sessions that sample their actions (the default), acts over HTTP or WebSocket."""
 
     def __init__(
         self, http: aiohttp.ClientSession, base_url: str, transport: str = "http", model: str | None = None
@@ -133,10 +134,10 @@ class T2MIRBackend:
         self._sockets: dict[str, aiohttp.ClientWebSocketResponse] = {}
 
     async def create(self, session_id: str) -> None:
-        """Create a session (greedy sampling) and, for WebSocket transport, open its socket."""
+        """Create a session (seeded sampling) and, for WebSocket transport, open its socket."""
         body: dict[str, Any] = {
             "session_id": session_id,
-            "sampling": "greedy",
+            "sampling": "sample",
             "metadata": {"client": "t2mir-bench"},
         }
         if self.model is not None:
@@ -210,8 +211,10 @@ class BaselineBackend:
         """Nothing to create on a stateless server."""
 
     async def act(self, session_id: str, step: int, history: ClientHistory, reward: float | None) -> Answer:
-        """Send the whole context; the server recomputes everything."""
-        answer = await _post(self.http, self.base_url + "/act", history.request_body())
+        """Send the whole context and the step's sampling seed (as a t2mir session of this id would
+        draw it); the server recomputes everything."""
+        body = {**history.request_body(), "seed": derive_seed(session_id, step)}
+        answer = await _post(self.http, self.base_url + "/act", body)
         return Answer(answer["action"], answer["timings"])
 
     async def done(self, session_id: str, step: int, obs: list[float], reward: float) -> Answer | None:

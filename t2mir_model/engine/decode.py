@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import variant_name
+from ..exploration import sample_discrete
 from ..history import SessionHistory
 from ..layers.kv_cache import ReadCounts, SlotWindow, StepRow
 from ..layers.routing_summary import LayerStatistics
@@ -236,9 +237,4 @@ class DecodeEngine:
         row would keep the whole batch's tensor alive in the session's history."""
         if not self.config.action.is_discrete:
             return host.clone()
-        if seed is None:
-            return host.argmax(-1)
-        generator = torch.Generator().manual_seed(seed)
-        uniform = torch.rand(host.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
-        gumbel = -torch.log(-torch.log(uniform))
-        return (torch.log_softmax(host, -1) + gumbel).argmax(-1)
+        return sample_discrete(host, seed)
