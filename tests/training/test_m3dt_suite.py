@@ -15,7 +15,7 @@ from t2mir_model.cli import main
 from training.m3dt.collect import SuiteCollectConfig, collect_suite
 from training.m3dt.config import load_m3dt_config
 from training.m3dt.dataset import load_suite, sample_batch
-from training.m3dt.trainer import part_of, train_m3dt
+from training.m3dt.trainer import TRAINER_TENSORS, lr_at, part_of, train_m3dt
 
 TINY = [
     "model.d_model=16",
@@ -122,6 +122,19 @@ def test_each_stage_trains_only_its_part(trained):
     assert _same(after1["routers"], after2["routers"])
     assert _same(after2["backbone"], after3["backbone"]) and _same(after2["experts"], after3["experts"])
     assert not _same(after2["routers"], after3["routers"])
+
+
+def test_routers_hold_the_peak_learning_rate(trained):
+    out, _ = trained
+    cfg = load_m3dt_config("m3dt-8")
+    assert not cfg.router_lr_decay and cfg.router_steps == cfg.expert_steps
+    warm = cfg.router_steps // 10
+    assert lr_at(0, cfg.router_steps, cfg, decay=False) == pytest.approx(cfg.lr / warm)
+    assert lr_at(cfg.router_steps - 1, cfg.router_steps, cfg, decay=False) == cfg.lr
+    assert lr_at(cfg.router_steps - 1, cfg.router_steps, cfg) < 0.11 * cfg.lr  # stages 1, 2 decay
+    # the tiny run's last router step ran at the configured peak rate
+    state = torch.load(out / "last" / TRAINER_TENSORS, weights_only=True)["optimizer"]
+    assert [g["lr"] for g in state["param_groups"]] == [cfg.lr, cfg.lr]
 
 
 def test_final_checkpoint_ships_grouping_prompts_and_targets(trained):

@@ -50,11 +50,16 @@ class M3DTTrainConfig:
     batch_size: int = 32
     """Windows per optimiser step."""
     lr: float = 3e-4
-    """Peak AdamW learning rate of every stage (cosine decay to 10% within each stage)."""
+    """Peak AdamW learning rate of every stage (cosine decay to 10% within stages 1 and 2)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     warmup_steps: int = 100
     """Linear warmup at the start of each stage."""
+    router_lr_decay: bool = False
+    """Stage 3 decays its learning rate like stages 1 and 2 (cosine to 10%). Off by default: the
+    routers start from near-uniform weights and Adam moves each parameter by about one learning rate
+    per step, so a decayed stage of a few hundred steps leaves them near uniform; after warmup they
+    hold the peak rate, as every stage does in the paper's code (warmup, then constant)."""
     log_every: int = 50
     """Steps between TensorBoard scalars."""
     checkpoint_every: int = 500

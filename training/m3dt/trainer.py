@@ -6,7 +6,8 @@
    one group per expert) and expert e is trained on its group's tasks only (each row of a batch is
    routed to its task's expert). Routers stay untouched.
 3. **Routers** (``router_steps``): backbone and experts frozen; the routers learn the soft mixture
-   on all tasks.
+   on all tasks, at the peak learning rate after warmup (``router_lr_decay`` off; stages 1 and 2
+   decay it).
 
 A dense baseline (``model.moe = false``) runs stage 1 only. Frozen parameters are outside the
 stage's optimiser and have ``requires_grad`` off, so they stay bit-identical. ``OUT/last`` holds a
@@ -87,11 +88,13 @@ def make_optimizer(params: list[nn.Parameter], cfg: M3DTTrainConfig) -> torch.op
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def lr_at(step: int, length: int, cfg: M3DTTrainConfig) -> float:
-    """Warmup then cosine decay to 10% within one stage."""
+def lr_at(step: int, length: int, cfg: M3DTTrainConfig, decay: bool = True) -> float:
+    """Warmup, then cosine decay to 10% within one stage (``decay``) or the peak rate held."""
     warm = min(cfg.warmup_steps, max(1, length // 10))
     if step < warm:
         return cfg.lr * (step + 1) / warm
+    if not decay:
+        return cfg.lr
     progress = min(1.0, (step - warm) / max(1, length - warm))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -203,7 +206,7 @@ def train_m3dt(
                 opt_state = None
             assert optimizer is not None
             for g in optimizer.param_groups:
-                g["lr"] = lr_at(inner, length, cfg)
+                g["lr"] = lr_at(inner, length, cfg, decay=stage < 2 or cfg.router_lr_decay)
             tasks = rng.integers(0, data.n_tasks, size=cfg.batch_size)
             batch = sample_batch(data, tasks, cfg.model, rng)
             expert_ids = torch.as_tensor(np.asarray(groups)[tasks]) if stage == 1 and groups else None
