@@ -146,6 +146,20 @@ def test_experts_start_from_a_zero_output(trained):
     assert all(after1["experts"][k].any() for k in after1["experts"] if k.endswith("experts.w1"))
 
 
+def test_diagnostics_split_the_loss_by_stage(trained, point_suite, tmp_path):
+    from training.m3dt.diagnose import main as diagnose
+
+    out, _ = trained
+    path = tmp_path / "d.json"
+    assert (
+        diagnose(["--dataset", str(point_suite), "--batches", "2", "--json", str(path), str(out / "final")])
+        == 0
+    )
+    (result,) = json.loads(path.read_text())
+    assert result["backbone"] > 0 and result["group_experts"] > 0 and result["soft"] > 0
+    assert len(result["entropy"]) == 2 and all(0 <= e <= np.log(3) + 1e-6 for e in result["entropy"])
+
+
 def test_final_checkpoint_ships_grouping_prompts_and_targets(trained):
     out, _ = trained
     card = read_card(out / "final")
