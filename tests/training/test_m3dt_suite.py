@@ -15,7 +15,7 @@ from t2mir_model.cli import main
 from training.m3dt.collect import SuiteCollectConfig, collect_suite
 from training.m3dt.config import load_m3dt_config
 from training.m3dt.dataset import load_suite, sample_batch
-from training.m3dt.trainer import part_of, train_m3dt
+from training.m3dt.trainer import TRAINER_TENSORS, lr_at, part_of, train_m3dt, zero_expert_outputs
 
 TINY = [
     "model.d_model=16",
@@ -105,7 +105,9 @@ def trained(point_suite, tmp_path_factory) -> tuple[Path, list[dict[str, dict[st
     out = tmp_path_factory.mktemp("run") / "m3dt"
     cfg = load_m3dt_config("m3dt-8", [f"dataset={point_suite}", f"out={out}", *TINY])
     torch.manual_seed(cfg.seed)  # the trainer's initialisation
-    snapshots = [_parts(M3DTPolicy(cfg.model))]
+    policy = M3DTPolicy(cfg.model)
+    zero_expert_outputs(policy)
+    snapshots = [_parts(policy)]
     for _ in range(3):
         result = train_m3dt(cfg, progress=False, stop_after=4)
         snapshots.append(_parts(M3DTPolicy.from_pretrained(out / "last")))
@@ -122,6 +124,40 @@ def test_each_stage_trains_only_its_part(trained):
     assert _same(after1["routers"], after2["routers"])
     assert _same(after2["backbone"], after3["backbone"]) and _same(after2["experts"], after3["experts"])
     assert not _same(after2["routers"], after3["routers"])
+
+
+def test_routers_hold_their_own_peak_learning_rate(trained):
+    out, _ = trained
+    cfg = load_m3dt_config("m3dt-8")
+    assert not cfg.router_lr_decay and cfg.router_steps == cfg.expert_steps and cfg.router_lr > cfg.lr
+    n = cfg.router_steps
+    assert lr_at(0, n, cfg, stage=2) == pytest.approx(cfg.router_lr / (n // 10))  # warmup
+    assert lr_at(n - 1, n, cfg, stage=2) == cfg.router_lr  # held
+    assert lr_at(n - 1, n, cfg, stage=1) < 0.11 * cfg.lr  # stages 1 and 2 decay to 10% of lr
+    # the tiny run's last router step ran at the configured peak rate
+    state = torch.load(out / "last" / TRAINER_TENSORS, weights_only=True)["optimizer"]
+    assert [g["lr"] for g in state["param_groups"]] == [cfg.router_lr, cfg.router_lr]
+
+
+def test_experts_start_from_a_zero_output(trained):
+    _, (init, after1, *_) = trained
+    outputs = [k for k in init["experts"] if k.endswith(("experts.w2", "experts.b2"))]
+    assert outputs and all(not after1["experts"][k].any() for k in outputs)  # zero until stage 2
+    assert all(after1["experts"][k].any() for k in after1["experts"] if k.endswith("experts.w1"))
+
+
+def test_diagnostics_split_the_loss_by_stage(trained, point_suite, tmp_path):
+    from training.m3dt.diagnose import main as diagnose
+
+    out, _ = trained
+    path = tmp_path / "d.json"
+    assert (
+        diagnose(["--dataset", str(point_suite), "--batches", "2", "--json", str(path), str(out / "final")])
+        == 0
+    )
+    (result,) = json.loads(path.read_text())
+    assert result["backbone"] > 0 and result["group_experts"] > 0 and result["soft"] > 0
+    assert len(result["entropy"]) == 2 and all(0 <= e <= np.log(3) + 1e-6 for e in result["entropy"])
 
 
 def test_final_checkpoint_ships_grouping_prompts_and_targets(trained):

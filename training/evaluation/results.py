@@ -95,6 +95,14 @@ def eval_command(data: dict[str, Any]) -> str:
     return shlex.join(argv)
 
 
+def m3dt_eval_command(entry: dict[str, Any]) -> str:
+    """The ``t2mir eval`` command that replays one checkpoint's entry of an M3DT evaluation file."""
+    episodes = entry["episodes"]
+    argv = ["t2mir", "eval", "--checkpoint", str(entry.get("checkpoint", "?"))]
+    argv += ["--mw-episodes", str(episodes["metaworld"]), "--point-episodes", str(episodes["point-robot"])]
+    return shlex.join([*argv, "--seed", str(episodes["seed"])])
+
+
 def index_markdown(root: Path) -> str:
     """The table of every evaluation file under docs/evals."""
     lines = [
@@ -118,7 +126,9 @@ def index_markdown(root: Path) -> str:
         if isinstance(data, list):  # an M3DT evaluation: one entry per checkpoint, scored per task
             multitask += [
                 f"| {path.relative_to(root / EVALS).as_posix()} | {entry.get('checkpoint', '')}"
-                f" | {entry.get('variant', '')} | {entry.get('n_tasks', '')} | {entry.get('mean_score', 0.0):.2f} |"
+                f" | {entry.get('variant', '')} | {entry.get('n_tasks', '')}"
+                f" | {entry['episodes']['metaworld']} / {entry['episodes']['point-robot']}"
+                f" | {entry['episodes']['seed']} | {entry.get('mean_score', 0.0):.2f} | `{m3dt_eval_command(entry)}` |"
                 for entry in data
             ]
             continue
@@ -146,8 +156,9 @@ def index_markdown(root: Path) -> str:
             "",
             "Multi-task (M3DT) evaluations: the mean score over tasks (docs/results.md, M3DT).",
             "",
-            "| file | checkpoint | variant | tasks | mean score |",
-            "|---|---|---|---|---|",
+            "| file | checkpoint | variant | tasks | episodes (Meta-World / Point-Robot) | eval seed | mean score"
+            " | command |",
+            "|---|---|---|---|---|---|---|---|",
             *multitask,
         ]
     return "\n".join(lines) + "\n"

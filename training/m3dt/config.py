@@ -50,11 +50,24 @@ class M3DTTrainConfig:
     batch_size: int = 32
     """Windows per optimiser step."""
     lr: float = 3e-4
-    """Peak AdamW learning rate of every stage (cosine decay to 10% within each stage)."""
+    """Peak AdamW learning rate of every stage (cosine decay to 10% within stages 1 and 2)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     warmup_steps: int = 100
     """Linear warmup at the start of each stage."""
+    router_lr: float = 0.0
+    """Peak learning rate of stage 3 (0: ``lr``). The paper's code trains the routers for as many
+    steps as the backbone (400k); at a budget of a few hundred router steps a rate of ``lr`` moves
+    each router weight by too little to leave the uniform mixture, so the shipped config raises it."""
+    expert_zero_init: bool = True
+    """Start every expert's output layer at zero, so that stage 2 starts from the backbone's own
+    function and learns a correction (the paper's experts start near zero: GPT-2's std-0.02 init).
+    Off: the experts' random output at initialisation is a perturbation stage 2 first has to undo."""
+    router_lr_decay: bool = False
+    """Stage 3 decays its learning rate like stages 1 and 2 (cosine to 10%). Off by default: the
+    routers start from near-uniform weights and Adam moves each parameter by about one learning rate
+    per step, so a decayed stage of a few hundred steps leaves them near uniform; after warmup they
+    hold the peak rate, as every stage does in the paper's code (warmup, then constant)."""
     log_every: int = 50
     """Steps between TensorBoard scalars."""
     checkpoint_every: int = 500
@@ -76,6 +89,8 @@ class M3DTTrainConfig:
             raise ConfigError("expert_steps", "a dense model (model.moe = false) trains stage 1 only")
         if self.grouping not in ("gradient", "random"):
             raise ConfigError("grouping", f"must be 'gradient' or 'random', got {self.grouping!r}")
+        if self.router_lr < 0:
+            raise ConfigError("router_lr", "must be >= 0 (0: lr)")
         if self.batch_size < 1 or self.grouping_batches < 1 or self.grouping_restarts < 1:
             raise ConfigError("batch_size", "batch_size, grouping_batches, grouping_restarts must be >= 1")
 

@@ -4,9 +4,11 @@
    (every batch draws its tasks uniformly, so every task is seen at the same rate).
 2. **Experts** (``expert_steps``): backbone frozen; tasks are grouped (`training.m3dt.grouping`,
    one group per expert) and expert e is trained on its group's tasks only (each row of a batch is
-   routed to its task's expert). Routers stay untouched.
+   routed to its task's expert), from a zero output layer (``expert_zero_init``). Routers stay
+   untouched.
 3. **Routers** (``router_steps``): backbone and experts frozen; the routers learn the soft mixture
-   on all tasks.
+   on all tasks, at ``router_lr`` held after warmup (``router_lr_decay`` off; stages 1 and 2
+   decay theirs).
 
 A dense baseline (``model.moe = false``) runs stage 1 only. Frozen parameters are outside the
 stage's optimiser and have ``requires_grad`` off, so they stay bit-identical. ``OUT/last`` holds a
@@ -87,13 +89,26 @@ def make_optimizer(params: list[nn.Parameter], cfg: M3DTTrainConfig) -> torch.op
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def lr_at(step: int, length: int, cfg: M3DTTrainConfig) -> float:
-    """Warmup then cosine decay to 10% within one stage."""
+def lr_at(step: int, length: int, cfg: M3DTTrainConfig, stage: int) -> float:
+    """A stage's learning rate: warmup, then cosine decay to 10% (stages 1 and 2, and stage 3 with
+    ``router_lr_decay``) or the peak held (stage 3); stage 3's peak is ``router_lr`` when set."""
+    peak = cfg.router_lr if stage == 2 and cfg.router_lr > 0 else cfg.lr
     warm = min(cfg.warmup_steps, max(1, length // 10))
     if step < warm:
-        return cfg.lr * (step + 1) / warm
+        return peak * (step + 1) / warm
+    if stage == 2 and not cfg.router_lr_decay:
+        return peak
     progress = min(1.0, (step - warm) / max(1, length - warm))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def zero_expert_outputs(policy: M3DTPolicy) -> None:
+    """Set every expert's output layer (weights and bias) to zero: the MoE branch then adds nothing
+    until stage 2 trains it."""
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if EXPERTS in name and name.rsplit(".", 1)[-1] in ("w2", "b2"):
+                p.zero_()
 
 
 def compute_groups(
@@ -166,6 +181,8 @@ def train_m3dt(
     out.mkdir(parents=True, exist_ok=True)
     data = load_suite(cfg.dataset, cfg.model, cfg.max_tasks)
     policy = M3DTPolicy(cfg.model).train()
+    if cfg.expert_zero_init:
+        zero_expert_outputs(policy)  # draws no random numbers: the backbone's init is unchanged
     step, groups, saved_stage = 0, None, -1
     last = out / "last"
     opt_state = None
@@ -203,7 +220,7 @@ def train_m3dt(
                 opt_state = None
             assert optimizer is not None
             for g in optimizer.param_groups:
-                g["lr"] = lr_at(inner, length, cfg)
+                g["lr"] = lr_at(inner, length, cfg, stage)
             tasks = rng.integers(0, data.n_tasks, size=cfg.batch_size)
             batch = sample_batch(data, tasks, cfg.model, rng)
             expert_ids = torch.as_tensor(np.asarray(groups)[tasks]) if stage == 1 and groups else None
