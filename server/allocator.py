@@ -38,12 +38,12 @@ MB per layer) cost twice their compute when mapped per call. But a threshold abo
 keeps them in the arenas' heaps: with 32 MiB / 32 MiB, `tests/server/test_memory_soak.py`'s server
 (200 sessions per cycle, in-process store) went 468 -> 611 -> 700 -> 728 MB over three cycles with
 every session deleted after each (the test allows 96 MB after the first cycle, then 10%), so it does
-not keep memory bounded. The end-to-end benchmark, ``t2mir bench --sessions 1,64 --duration 5
+not keep memory bounded. The end-to-end benchmark, ``t2mir bench --sessions=1,64 --duration 5
 --warmup 1 --transport http --no-growth --parity-acts 0 --no-baseline`` with
 ``--server-arg=--malloc-mmap-threshold=N --server-arg=--malloc-trim-threshold=N`` for N = 128 KiB,
 1, 4 and 32 MiB, two interleaved rounds, measured the same direction at 64 sessions (server CPU per
-act 3.0 / 3.7, 2.7 / 4.6, 2.9 / 2.2, 2.4 / 1.8 ms), but with the server given 16-49% of a core by
-the other jobs, its acts/s (46-165) measured the machine's load, not the allocator. The default
+act 3.0 / 3.7, 2.7 / 4.6, 2.9 / 2.2, 2.4 / 1.8 ms), but its acts/s (46-165) varied with the host's
+load more than with the allocator. The default
 stays 128 KiB until a setting that keeps the soak test's bounds is measured faster; the batch-64
 cost goes away with decoding that reads the cache in place instead of gathering it.
 """

@@ -8,7 +8,7 @@ the environment variable ``T2MIR_BENCH_API_KEY`` (never from the command line).
 
 The full run behind ``docs/benchmarks.md``::
 
-    t2mir bench --checkpoint checkpoints/darkroom-t2mir-ad --env darkroom --sessions 1,8,64 \\
+    t2mir bench --checkpoint checkpoints/darkroom-t2mir-ad --env darkroom --sessions=1,8,64 \\
         --duration 20 --transport http,ws --json runs/bench/benchmarks.json --plots docs \\
         --markdown docs/benchmarks.md --label "Measured on this machine"
 """
@@ -108,7 +108,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--checkpoint", args.checkpoint]
     if args.baseline_url:
         parts += ["--baseline", args.baseline_url]
-    parts += ["--sessions", ",".join(map(str, args.sessions)), "--duration", f"{args.duration:g}"]
+    parts += [f"--sessions={','.join(map(str, args.sessions))}", "--duration", f"{args.duration:g}"]
     parts += ["--warmup", f"{args.warmup:g}", "--env", args.env, "--transport", ",".join(args.transport)]
     parts += ["--redis-url", args.redis_url] if args.redis_url else ["--store", args.store]
     if args.no_baseline:
