@@ -290,10 +290,7 @@ class ModelRegistry:
         """How each model's cached decode steps read their slots (summed over its loaded versions)."""
         reads: dict[str, ReadCounts] = {}
         for m in list(self._models.values()):
-            r, own = reads.setdefault(m.name, ReadCounts()), m.engine.reads
-            r.in_place, r.gathered = r.in_place + own.in_place, r.gathered + own.gathered
-            r.padding_rows += own.padding_rows
-            r.moved_rows += own.moved_rows
+            reads.setdefault(m.name, ReadCounts()).add(m.engine.reads)
         return reads
 
     # ------------------------------------------------------------------ reload

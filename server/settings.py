@@ -143,9 +143,8 @@ class ServerSettings(BaseSettings):
         """``true``/``false`` (and booleans) as ``on``/``off``."""
         if isinstance(value, bool):
             return "on" if value else "off"
-        if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "false", "0", "no"}:
-            return "on" if value.strip().lower() in {"true", "1", "yes"} else "off"
-        return value
+        booleans = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
+        return booleans.get(value.strip().lower(), value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _compile_on_cpu(self) -> ServerSettings:

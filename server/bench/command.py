@@ -9,8 +9,9 @@ the environment variable ``T2MIR_BENCH_API_KEY`` (never from the command line).
 The full run behind ``docs/benchmarks.md``::
 
     t2mir bench --checkpoint checkpoints/darkroom-t2mir-ad --env darkroom --sessions=1,8,64 \\
-        --duration 20 --transport http,ws --json runs/bench/benchmarks.json --plots docs \\
-        --markdown docs/benchmarks.md --label "Measured on this machine"
+        --duration 8 --warmup 1 --transport http,ws --overload 4 --parity-acts 100 \\
+        --label '2-core CPU, default flags' --json docs/benchmarks.json --plots docs \\
+        --markdown docs/benchmarks.md
 """
 
 from __future__ import annotations

@@ -156,6 +156,13 @@ class ReadCounts:
     padding_rows: int = 0  # window rows outside the batch, summed over in-place steps
     moved_rows: int = 0  # slots moved to other slots (`KVCache.move`) so that a batch sits together
 
+    def add(self, other: ReadCounts) -> None:
+        """Add another cache's counts to these (one model's versions summed)."""
+        self.in_place += other.in_place
+        self.gathered += other.gathered
+        self.padding_rows += other.padding_rows
+        self.moved_rows += other.moved_rows
+
     def count(self, window: SlotWindow, batch: int) -> None:
         """Record one step's window."""
         if window.gather is not None:
