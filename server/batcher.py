@@ -26,6 +26,13 @@ engine never runs it:
 - at dispatch, when the call about to start (same costs) would end past its deadline (the
   estimate at admission was too low, e.g. after a burst or a slow call): its answer would be late
   anyway, and the slot goes to a request that can still make it.
+
+The estimates only learn from calls that run, so an idle engine always runs something: a request
+that finds nothing queued or running is admitted whatever the estimates say, and at dispatch the
+request with the most time left runs even when all of them are expected late (unless its deadline
+has already passed). Without this, one slow call (a cold start, a stall for CPU, a slow store
+write) that raised the estimates past the deadline would shed every later act of an idle server,
+and no call would ever bring them down again.
 """
 
 from __future__ import annotations
@@ -225,8 +232,9 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         deadline = math.inf
         if self.deadline > 0:
             deadline = (now if arrived is None else arrived) + self.deadline
+            idle = not self._queue and not self._running  # its call starts at once (module docstring)
             wait = self.expected_wait(now)
-            if now + wait > deadline:
+            if now + wait > deadline and (not idle or now > deadline):
                 raise Overloaded(
                     f"{self.name}: expected wait {wait * 1000:.0f} ms passes the {self.deadline * 1000:.0f} ms deadline",
                     now + wait - deadline,
@@ -307,27 +315,35 @@ class Batcher(Generic[ReqT, ResT, OutT]):
 
     def _take(self) -> list[_Item[ReqT, ResT]]:
         """Pop up to max_batch_size items with distinct keys, oldest first; the rest keep order.
-        Items whose deadline falls before the call would end are shed."""
+        Items whose deadline falls before the call would end are shed, except that the one with the
+        most time left runs when all would be (module docstring)."""
         batch: list[_Item[ReqT, ResT]] = []
         keys: set[Hashable] = set()
         kept: deque[_Item[ReqT, ResT]] = deque()
+        late: list[_Item[ReqT, ResT]] = []
+        now = time.perf_counter()
         call = self.cost.seconds(min(len(self._queue), self.max_batch_size))
-        ends = time.perf_counter() + call + self._tail()
+        ends = now + call + self._tail()
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by its caller before it ran
                 continue
             if item.deadline < ends:
-                late = ends - item.deadline
-                item.future.set_exception(
-                    Overloaded(f"{self.name}: the act would be answered {late * 1000:.0f} ms late", late)
-                )
-                continue
-            if len(batch) < self.max_batch_size and item.request.key not in keys:
+                late.append(item)
+            elif len(batch) < self.max_batch_size and item.request.key not in keys:
                 keys.add(item.request.key)
                 batch.append(item)
             else:
                 kept.append(item)
+        most_time = max(late, key=lambda i: i.deadline, default=None)
+        if not batch and most_time is not None and most_time.deadline > now:
+            late.remove(most_time)
+            batch.append(most_time)
+        for item in late:
+            miss = ends - item.deadline
+            item.future.set_exception(
+                Overloaded(f"{self.name}: the act would be answered {miss * 1000:.0f} ms late", miss)
+            )
         self._queue = kept
         return batch
 
