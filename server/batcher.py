@@ -27,12 +27,12 @@ engine never runs it:
   estimate at admission was too low, e.g. after a burst or a slow call): its answer would be late
   anyway, and the slot goes to a request that can still make it.
 
-The estimates only learn from calls that run, so an idle engine always runs something: a request
-that finds nothing queued or running is admitted whatever the estimates say, and at dispatch the
-request with the most time left runs even when all of them are expected late (unless its deadline
-has already passed). Without this, one slow call (a cold start, a stall for CPU, a slow store
-write) that raised the estimates past the deadline would shed every later act of an idle server,
-and no call would ever bring them down again.
+The estimates only learn from calls that run, so an idle engine always runs what it is given: a
+request that finds nothing queued or running (and whose deadline has not already passed) is
+admitted whatever the estimates say, and is not shed at dispatch. Without this, one slow call (a
+cold start, a stall for CPU, a slow store write) that raised the estimates past the deadline would
+shed every later act of an idle server, and no call would ever bring them down again. Under load
+the engine is never idle, so this changes nothing there.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class _Item(Generic[ReqT, ResT]):
     future: asyncio.Future[BatchResult[ResT]]
     enqueued: float
     deadline: float  # perf_counter() by which its answer should be ready (inf: none)
+    sheddable: bool = True  # False: admitted by an idle engine, runs whatever the estimates say
 
 
 def _init_worker(threads: int) -> None:
@@ -229,10 +230,10 @@ class Batcher(Generic[ReqT, ResT, OutT]):
         now = time.perf_counter()
         if self.max_queue is not None and len(self._queue) >= self.max_queue:
             raise Overloaded(f"{self.name}: {len(self._queue)} acts queued", self.expected_wait(now))
+        idle = not self._queue and not self._running  # its call starts at once (module docstring)
         deadline = math.inf
         if self.deadline > 0:
             deadline = (now if arrived is None else arrived) + self.deadline
-            idle = not self._queue and not self._running  # its call starts at once (module docstring)
             wait = self.expected_wait(now)
             if now + wait > deadline and (not idle or now > deadline):
                 raise Overloaded(
@@ -241,7 +242,7 @@ class Batcher(Generic[ReqT, ResT, OutT]):
                 )
         self.start()
         future: asyncio.Future[BatchResult[ResT]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(request, future, now, deadline))
+        self._queue.append(_Item(request, future, now, deadline, sheddable=not idle))
         self._wakeup.set()
         return await future
 
@@ -315,35 +316,28 @@ class Batcher(Generic[ReqT, ResT, OutT]):
 
     def _take(self) -> list[_Item[ReqT, ResT]]:
         """Pop up to max_batch_size items with distinct keys, oldest first; the rest keep order.
-        Items whose deadline falls before the call would end are shed, except that the one with the
-        most time left runs when all would be (module docstring)."""
+        Items whose deadline falls before the call would end are shed (unless admitted by an idle
+        engine: module docstring)."""
         batch: list[_Item[ReqT, ResT]] = []
         keys: set[Hashable] = set()
         kept: deque[_Item[ReqT, ResT]] = deque()
-        late: list[_Item[ReqT, ResT]] = []
-        now = time.perf_counter()
         call = self.cost.seconds(min(len(self._queue), self.max_batch_size))
-        ends = now + call + self._tail()
+        ends = time.perf_counter() + call + self._tail()
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by its caller before it ran
                 continue
-            if item.deadline < ends:
-                late.append(item)
-            elif len(batch) < self.max_batch_size and item.request.key not in keys:
+            if item.sheddable and item.deadline < ends:
+                late = ends - item.deadline
+                item.future.set_exception(
+                    Overloaded(f"{self.name}: the act would be answered {late * 1000:.0f} ms late", late)
+                )
+                continue
+            if len(batch) < self.max_batch_size and item.request.key not in keys:
                 keys.add(item.request.key)
                 batch.append(item)
             else:
                 kept.append(item)
-        most_time = max(late, key=lambda i: i.deadline, default=None)
-        if not batch and most_time is not None and most_time.deadline > now:
-            late.remove(most_time)
-            batch.append(most_time)
-        for item in late:
-            miss = ends - item.deadline
-            item.future.set_exception(
-                Overloaded(f"{self.name}: the act would be answered {miss * 1000:.0f} ms late", miss)
-            )
         self._queue = kept
         return batch
 
