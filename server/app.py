@@ -8,7 +8,7 @@ shutdown drains acts in progress and every batcher before closing the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import torch
@@ -26,9 +26,15 @@ from server.store import SessionStore
 log = logging.getLogger("t2mir.server")
 
 
-def create_app(settings: ServerSettings | None = None, store: SessionStore | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings | None = None,
+    store: SessionStore | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
     """A new app for ``settings`` (default: from ``T2MIR_*`` environment variables); ``store``: a
-    session store to use instead of the one the settings name (closed at shutdown)."""
+    session store to use instead of the one the settings name (closed at shutdown); ``on_ready``:
+    called once the models are loaded, before the first request (``t2mir serve``: the process's
+    collector settings, `server.collector`)."""
     settings = settings or ServerSettings()
     context = AppContext.build(settings, store)
 
@@ -40,6 +46,8 @@ def create_app(settings: ServerSettings | None = None, store: SessionStore | Non
         store_kind = "redis" if settings.redis_url else "memory"
         try:
             await context.registry.load_all(settings.checkpoints)
+            if on_ready is not None:
+                on_ready()
             log.info(
                 "server ready",
                 extra={

@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.collector import tune_collector
     from server.http_protocol import HeaderLimits, protocol_factory
 
     try:
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     config = log_config(settings.log_level, settings.key_values())
     logging.config.dictConfig(config)
     tune_malloc(flags=malloc_flags(args))  # before the app starts any thread (server/allocator.py)
-    app = create_app(settings)
+    app = create_app(settings, on_ready=tune_collector)
     headers = HeaderLimits(settings.header_timeout_s, settings.max_header_bytes)
     server = uvicorn.Server(
         uvicorn.Config(
