@@ -75,6 +75,8 @@ class CachedStep:
     window: SlotWindow  # the slot rows attention reads, in place where the batch is packed
     kv_len: int  # positions read: the longest row's length after the step
     mask: Tensor  # (R, 1, k, kv_len) additive (0 / -inf) over the window's rows
+    gathered: tuple[Tensor, Tensor] | None = None  # (R, H, kv_len, Dh) each: where a gathering
+    # window copies one layer's keys and values (`KVCache.gather_workspace`); None: new tensors
 
 
 class CausalSelfAttention(nn.Module):
@@ -137,8 +139,9 @@ class CausalSelfAttention(nn.Module):
             index = step.slots.tensor[:, None]  # (B, 1)
             cache_k[index, :, step.write_pos] = k.to(cache_k.dtype)  # advanced dims first: (B, k, H, Dh)
             cache_v[index, :, step.write_pos] = v.to(cache_v.dtype)
-        keys = step.window.read(cache_k, step.kv_len)  # (R, H, kv, Dh)
-        values = step.window.read(cache_v, step.kv_len)  # (R, H, kv, Dh)
+        out_k, out_v = step.gathered or (None, None)
+        keys = step.window.read(cache_k, step.kv_len, out_k)  # (R, H, kv, Dh)
+        values = step.window.read(cache_v, step.kv_len, out_v)  # (R, H, kv, Dh)
         if keys.dtype != q.dtype:
             keys, values = keys.to(q.dtype), values.to(q.dtype)
         queries = step.window.place_rows(q.transpose(1, 2))  # (R, H, k, Dh)

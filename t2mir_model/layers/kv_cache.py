@@ -127,10 +127,13 @@ class SlotWindow:
             held[slot - self.start] = b
         return held
 
-    def read(self, x: Tensor, length: int) -> Tensor:
+    def read(self, x: Tensor, length: int, out: Tensor | None = None) -> Tensor:
         """One layer's keys or values (S, H, cap, Dh) -> the window's first ``length`` positions
-        (R, H, length, Dh): a view of the cache, or the gathered rows."""
+        (R, H, length, Dh): a view of the cache, or the gathered rows (into ``out``, a contiguous
+        (R, H, length, Dh) workspace, when given: `KVCache.gather_workspace`)."""
         if self.gather is not None:
+            if out is not None:
+                return torch.index_select(x[:, :, :length], 0, self.gather, out=out)
             return x[:, :, :length].index_select(0, self.gather)
         return x[self.start : self.stop, :, :length]
 
@@ -203,6 +206,8 @@ class KVCache:
         }
         self.lengths = [0] * num_slots
         self.reads = ReadCounts()
+        self._workspace: tuple[Tensor, Tensor] | None = None  # flat: rows x H x (max_tokens + 1) x Dh
+        self._row_numel = config.n_heads * (self.max_tokens + 1) * head_dim
 
     @property
     def device(self) -> torch.device:
@@ -211,8 +216,29 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the cache tensors."""
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, *self.route_sums.values()))
+        """Memory held by the cache tensors (and the gather workspace, once a step used it)."""
+        held = (self.keys, self.values, *self.route_sums.values(), *(self._workspace or ()))
+        return sum(t.numel() * t.element_size() for t in held)
+
+    def gather_workspace(self, rows: int, length: int) -> tuple[Tensor, Tensor]:
+        """Two contiguous (rows, H, length, Dh) views, for one layer's gathered keys and values.
+
+        A step that gathers its rows (`SlotWindow.read`) copies them here instead of into new
+        tensors: every layer of every such step reuses the same memory, where a fresh allocation of
+        tens of MB per layer cost page faults at every step (the server maps blocks that large on
+        their own and unmaps them when freed, `server.allocator`). The workspace grows to the
+        largest gathered batch and stays: at most one layer's keys and values of ``num_slots``
+        slots. A view is valid until the next call."""
+        _, _, heads, _, head_dim = self.keys.shape
+        need = rows * self._row_numel
+        if self._workspace is None or self._workspace[0].numel() < need:
+            self._workspace = (
+                torch.empty(need, dtype=self.keys.dtype, device=self.device),
+                torch.empty(need, dtype=self.values.dtype, device=self.device),
+            )
+        shape = (rows, heads, length, head_dim)
+        size = rows * heads * length * head_dim
+        return self._workspace[0][:size].view(shape), self._workspace[1][:size].view(shape)
 
     @staticmethod
     def bytes_per_slot(config: CacheLayout, max_tokens: int, dtype: torch.dtype = torch.float32) -> int:

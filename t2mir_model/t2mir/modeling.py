@@ -216,7 +216,8 @@ class T2MIRPolicy(nn.Module):
             return CachedStep(index, lengths_b, lengths[0], window, kv_len, mask)
         steps = torch.arange(k, device=device)[None, :]  # (1, k)
         write_pos = torch.where(steps < n_tokens_b[:, None], lengths_b[:, None] + steps, cache.max_tokens)
-        return CachedStep(index, lengths_b, write_pos, window, kv_len, mask)
+        gathered = cache.gather_workspace(window.rows, kv_len) if window.gather is not None else None
+        return CachedStep(index, lengths_b, write_pos, window, kv_len, mask, gathered)
 
     def decode(self, cache: KVCache, rows: Sequence[StepRow], tokens: TokenBatch) -> DecodeOutput:
         """Append tokens to cached slots and read the head at every new token.

@@ -201,3 +201,28 @@ def test_a_moved_slot_holds_what_it_held_and_its_source_is_empty():
     assert cache.reads.moved_rows == 2
     with pytest.raises(ValueError):
         cache.move([3], [3])
+
+
+def test_gathering_steps_reuse_one_workspace_sized_by_the_largest_batch():
+    policy = tiny_policy(backbone="ad")
+    config = policy.config
+    cache = policy.new_cache(num_slots=10, max_tokens=32)
+    before = cache.nbytes
+    keys, values = cache.gather_workspace(3, 12)
+    assert keys.shape == values.shape == (3, config.n_heads, 12, config.d_model // config.n_heads)
+    assert keys.is_contiguous() and values.is_contiguous()
+    grown = cache.nbytes - before
+    assert grown == 2 * keys[:, :, :1].numel() * 33 * keys.element_size()  # 3 rows of max_tokens + 1
+    again, _ = cache.gather_workspace(2, 30)  # fewer rows: the same memory
+    assert again.data_ptr() == keys.data_ptr() and cache.nbytes - before == grown
+    seqs = [random_steps(config, 4, seed=s) for s in range(3)]
+    with torch.no_grad():
+        policy.decode(
+            cache, [StepRow(s, 9) for s in (0, 5, 9)], pad_rows([slice_tokens(x, 0, 9) for x in seqs])
+        )
+        for n in (9, 10, 11):  # three gathered steps of one token each
+            policy.decode(
+                cache, [StepRow(s, 1) for s in (0, 5, 9)], pad_rows([slice_tokens(x, n, n + 1) for x in seqs])
+            )
+    assert cache.reads.gathered == 4
+    assert cache.nbytes - before == grown  # every step used the workspace it already had
