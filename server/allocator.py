@@ -44,8 +44,9 @@ not keep memory bounded. The end-to-end benchmark, ``t2mir bench --sessions=1,64
 1, 4 and 32 MiB, two interleaved rounds, measured the same direction at 64 sessions (server CPU per
 act 3.0 / 3.7, 2.7 / 4.6, 2.9 / 2.2, 2.4 / 1.8 ms), but its acts/s (46-165) varied with the host's
 load more than with the allocator. The default
-stays 128 KiB until a setting that keeps the soak test's bounds is measured faster; the batch-64
-cost goes away with decoding that reads the cache in place instead of gathering it.
+stays 128 KiB until a setting that keeps the soak test's bounds is measured faster. The largest
+per-step blocks, the gathered keys and values, no longer come from malloc at all: a step that
+gathers copies them into a workspace the cache keeps (`KVCache.gather_workspace`).
 """
 
 from __future__ import annotations
