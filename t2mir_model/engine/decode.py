@@ -130,15 +130,16 @@ class DecodeEngine:
                     f"max_episode_steps={self.config.max_episode_steps}"
                 )
 
-    def _plan(self, request: ActRequest) -> tuple[TokenBatch, int, int, bool]:
-        """(tokens, n_commit, n_query, cache_hit) for one request; claims its slot."""
+    def _plan(self, request: ActRequest) -> tuple[TokenBatch | None, int, int, bool]:
+        """(tokens, n_commit, n_query, cache_hit) for one request. An AD cache hit's tokens are
+        None: the three tokens of every such row are built together (`step_tokens`)."""
         history = request.history
         hit = self.is_cached(request.key, history)
         if self.config.backbone == "ad":
-            tokens = (
-                step_tokens(history) if hit else ad_context_tokens(self.config, history, self._action_example)
-            )
-            return tokens, tokens.shape[1], 0, hit
+            if hit:
+                return None, 3, 0, True
+            tokens = ad_context_tokens(self.config, history, self._action_example)
+            return tokens, tokens.shape[1], 0, False
         if hit:
             return query_tokens(history, self._action_example), 0, 1, True
         tokens, prompt_len = dpt_context_tokens(history, self._action_example)
@@ -176,7 +177,12 @@ class DecodeEngine:
                 rows = self._pack([requests[i].key for i in members], rows)
             order = sorted(range(len(rows)), key=lambda j: rows[j].slot)  # rows in slot order
             members, rows = [members[j] for j in order], [rows[j] for j in order]
-            tokens = pad_rows([plans[i][0] for i in members]).to(device)
+            built = [plans[i][0] for i in members]
+            if built[0] is None:  # AD cache hits: their three tokens are built together
+                tokens = step_tokens([requests[i].history for i in members])
+            else:
+                tokens = pad_rows([t for t in built if t is not None])
+            tokens = tokens.to(device)
             if self.compiled is not None and self.compiled.accepts(rows, tokens):
                 out = self.compiled.decode(self.cache, rows, tokens)
             else:

@@ -9,6 +9,8 @@ and a cached context stays valid inside an episode.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -73,19 +75,22 @@ def open_episode_tokens(history: SessionHistory, action_example: Tensor) -> Toke
     return slice_tokens(steps, 0, 3 * t + 1)
 
 
-def step_tokens(history: SessionHistory) -> TokenBatch:
-    """The three tokens a_{t-1}, r_{t-1}, s_t appended at step t >= 1 of the open episode."""
-    t = history.t
-    previous = history.actions[t - 1]  # () long or (act_dim,) float
-    state = history.obs[t]  # (obs_dim,)
+def step_tokens(histories: Sequence[SessionHistory]) -> TokenBatch:
+    """The three tokens a_{t-1}, r_{t-1}, s_t each history appends at its step t >= 1 of the open
+    episode, as one (B, 3) batch: one stack per field for the whole batch, no per-row tensors."""
+    b = len(histories)
+    t = torch.tensor([h.t for h in histories])  # (B,)
+    state = torch.stack([h.obs[h.t] for h in histories])  # (B, obs_dim)
+    previous = torch.stack([h.actions[h.t - 1] for h in histories])  # (B,) long or (B, act_dim) float
+    reward = torch.tensor([h.rewards[h.t - 1] for h in histories], dtype=torch.float32)  # (B,)
     return TokenBatch(
-        kind=torch.tensor([[ACTION, REWARD, STATE]]),
-        obs=torch.stack([state, state, state])[None],  # (1, 3, obs_dim); read on the state token only
-        action=torch.stack([previous, previous, previous])[None],  # (1, 3) or (1, 3, act_dim)
-        reward=torch.tensor([[history.rewards[t - 1]] * 3], dtype=torch.float32),
-        timestep=torch.tensor([[t - 1, t - 1, t]]),
-        valid=torch.ones(1, 3, dtype=torch.bool),
-        query=torch.zeros(1, 3, dtype=torch.bool),
+        kind=torch.tensor([ACTION, REWARD, STATE]).repeat(b, 1),
+        obs=state.repeat_interleave(3, 0).view(b, 3, -1),  # read on the state token only
+        action=previous.repeat_interleave(3, 0).view(b, 3, *previous.shape[1:]),  # (B, 3[, act_dim])
+        reward=reward.repeat_interleave(3, 0).view(b, 3),
+        timestep=torch.stack([t - 1, t - 1, t], 1),
+        valid=torch.ones(b, 3, dtype=torch.bool),
+        query=torch.zeros(b, 3, dtype=torch.bool),
     )
 
 

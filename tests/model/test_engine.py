@@ -9,7 +9,8 @@ from model_factory import tiny_policy
 
 from t2mir_model import ActRequest, DecodeEngine
 from t2mir_model.history import SessionHistory
-from t2mir_model.t2mir.context import ad_context_episodes, ad_context_tokens
+from t2mir_model.t2mir.context import ad_context_episodes, ad_context_tokens, open_episode_tokens, step_tokens
+from t2mir_model.t2mir.tokens import slice_tokens
 
 
 def run_sessions(
@@ -208,3 +209,27 @@ def test_a_spread_batch_gathers_when_no_free_run_fits():
         histories[key].observe(torch.ones(4), reward=0.0, action=torch.tensor(1))
     engine.act([ActRequest(key, histories[key]) for key in "bdf"])
     assert (engine.cache.reads.moved_rows, engine.cache.reads.gathered) == (0, 1)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_a_batch_of_step_tokens_is_each_history_s_last_three_tokens(discrete):
+    g = torch.Generator().manual_seed(0)
+    histories = []
+    for steps in (2, 5, 3):  # open episodes at different steps
+        h = SessionHistory()
+        h.observe(torch.randn(2, generator=g))
+        for _ in range(steps):
+            action = torch.randint(0, 4, ()) if discrete else torch.rand(3, generator=g)
+            h.observe(torch.randn(2, generator=g), float(torch.rand((), generator=g)), action)
+        histories.append(h)
+    example = torch.zeros((), dtype=torch.long) if discrete else torch.zeros(3)
+    batch = step_tokens(histories)
+    assert batch.shape == (3, 3)
+    for b, h in enumerate(histories):
+        full = open_episode_tokens(h, example)
+        last = slice_tokens(full, full.shape[1] - 3, full.shape[1])
+        for name in ("kind", "timestep", "valid", "query"):
+            assert torch.equal(getattr(batch, name)[b], getattr(last, name)[0]), name
+        assert torch.equal(batch.obs[b, 2], last.obs[0, 2])  # each modality on its own token
+        assert torch.equal(batch.action[b, 0], last.action[0, 0])
+        assert batch.reward[b, 1] == last.reward[0, 1]
