@@ -2,6 +2,10 @@
 
     t2mir eval --checkpoint runs/m3dt-8/final --compare runs/m3dt-dense-active/final \\
         --mw-episodes 1 --point-episodes 3 --json docs/evals/m3dt.json --update-card
+
+Without ``--mw-episodes``, ``--point-episodes`` or ``--seed``, each comes from the protocol recorded
+in the checkpoint's card (``metrics.episodes``), so ``t2mir eval --checkpoint C`` replays the
+measurement its card reports; a card without one gives 1 / 3 episodes at seed 10,000.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from t2mir_model import update_card
+from t2mir_model import read_card, update_card
 
 from .evaluate import evaluate_checkpoints, write_results
 
@@ -18,16 +22,35 @@ def add_m3dt_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags only M3DT checkpoints read."""
     group = parser.add_argument_group("M3DT checkpoints")
     group.add_argument("--compare", action="append", default=[], help="more checkpoints on the same episodes")
-    group.add_argument("--mw-episodes", type=int, default=1, help="episodes per Meta-World task (test goals)")
-    group.add_argument("--point-episodes", type=int, default=3, help="episodes per Point-Robot goal")
+    group.add_argument(
+        "--mw-episodes",
+        type=int,
+        help="episodes per Meta-World task (test goals; default: the card's, else 1)",
+    )
+    group.add_argument(
+        "--point-episodes", type=int, help="episodes per Point-Robot goal (default: the card's, else 3)"
+    )
+
+
+DEFAULT_PROTOCOL = {"metaworld": 1, "point-robot": 3, "seed": 10_000}
+"""Episodes per task family and evaluation seed when neither a flag nor the card gives them."""
+
+
+def card_protocol(checkpoint: Path) -> dict[str, int]:
+    """The episodes per family and the seed the card's metrics were measured with (defaults for the rest)."""
+    recorded = read_card(checkpoint).get("metrics", {}).get("episodes", {})
+    return {key: int(recorded.get(key, value)) for key, value in DEFAULT_PROTOCOL.items()}
 
 
 def run_m3dt_eval(args: argparse.Namespace) -> int:
     """Evaluate M3DT checkpoints, print the mean score over tasks, write JSON, maybe update the card."""
     checkpoints = [Path(args.checkpoint), *map(Path, args.compare)]
-    seed = args.seed or 10_000
+    recorded = card_protocol(checkpoints[0])
+    mw_episodes = recorded["metaworld"] if args.mw_episodes is None else args.mw_episodes
+    point_episodes = recorded["point-robot"] if args.point_episodes is None else args.point_episodes
+    seed = recorded["seed"] if args.seed is None else args.seed
     results = evaluate_checkpoints(
-        checkpoints, args.mw_episodes, args.point_episodes, seed=seed, progress=not args.no_progress
+        checkpoints, mw_episodes, point_episodes, seed=seed, progress=not args.no_progress
     )
     path = Path(args.json) if args.json else checkpoints[0] / "eval-m3dt.json"
     write_results(results, path)
