@@ -126,7 +126,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--device", args.device]
     parts += [f"--server-arg={a}" for a in args.server_arg]
     if args.overload:
-        parts += ["--overload", f"{args.overload:g}", "--overload-sessions", str(args.overload_sessions)]
+        parts += ["--overload", f"{args.overload:g}", f"--overload-sessions={args.overload_sessions}"]
     parts += ["--seed", str(args.seed), "--label", args.label]
     for flag in ("json", "plots", "markdown"):
         if getattr(args, flag):

@@ -5,10 +5,10 @@ The manifest of every dataset records the budget's name and all of its values.
 
 * ``paper``: the paper's settings (Appendix D.2, Tables 2 and 3). DarkRoom has no table: 1000
   noise-distilled episodes per task.
-* ``extended``: for a machine with a dozen free cores for a few minutes (a GPU lease's host).
+* ``extended``: for a machine with a dozen free cores for a few minutes (a GPU server's host CPUs).
   DarkRoom and Point-Robot: as paper. MuJoCo: the first 12 training tasks, 20 snapshots each, 30k
   SAC steps with 128-unit networks and batch 128 (3x reduced's steps; 260-273 s per task, twelve in
-  parallel on a lease's host). Meta-World: the first 12 tasks, 4x reduced's PPO steps.
+  parallel on a 16-core host). Meta-World: the first 12 tasks, 4x reduced's PPO steps.
 * ``reduced``: fits a 2-core CPU (about 15 minutes per family with ``--workers 2``). DarkRoom: as
   paper. Point-Robot: the paper's steps with 64-unit networks and batch 64. MuJoCo / Meta-World:
   the first 12 training tasks, 20 snapshots each, 10k SAC steps with 64-unit networks and batch 64
