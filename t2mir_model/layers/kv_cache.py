@@ -207,7 +207,6 @@ class KVCache:
         self.lengths = [0] * num_slots
         self.reads = ReadCounts()
         self._workspace: tuple[Tensor, Tensor] | None = None  # flat: rows x H x (max_tokens + 1) x Dh
-        self._row_numel = config.n_heads * (self.max_tokens + 1) * head_dim
 
     @property
     def device(self) -> torch.device:
@@ -229,8 +228,8 @@ class KVCache:
         their own and unmaps them when freed, `server.allocator`). The workspace grows to the
         largest gathered batch and stays: at most one layer's keys and values of ``num_slots``
         slots. A view is valid until the next call."""
-        _, _, heads, _, head_dim = self.keys.shape
-        need = rows * self._row_numel
+        _, _, heads, positions, head_dim = self.keys.shape
+        need = rows * heads * positions * head_dim
         if self._workspace is None or self._workspace[0].numel() < need:
             self._workspace = (
                 torch.empty(need, dtype=self.keys.dtype, device=self.device),

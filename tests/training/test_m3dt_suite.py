@@ -15,7 +15,7 @@ from t2mir_model.cli import main
 from training.m3dt.collect import SuiteCollectConfig, collect_suite
 from training.m3dt.config import load_m3dt_config
 from training.m3dt.dataset import load_suite, sample_batch
-from training.m3dt.eval_command import DEFAULT_PROTOCOL, card_protocol
+from training.m3dt.eval_command import DEFAULT_PROTOCOL, card_episodes
 from training.m3dt.trainer import TRAINER_TENSORS, lr_at, part_of, train_m3dt, zero_expert_outputs
 
 TINY = [
@@ -221,6 +221,6 @@ def test_eval_replays_the_episodes_and_seed_the_card_records(tmp_path):
     (tmp_path / "card.json").write_text(
         json.dumps({"metrics": {"episodes": {"metaworld": 2, "point-robot": 5, "seed": 77}}})
     )
-    assert card_protocol(tmp_path) == {"metaworld": 2, "point-robot": 5, "seed": 77}
+    assert card_episodes(tmp_path) == {"metaworld": 2, "point-robot": 5, "seed": 77}
     (tmp_path / "card.json").write_text(json.dumps({"metrics": {"episodes": {"metaworld": 4}}}))
-    assert card_protocol(tmp_path) == {**DEFAULT_PROTOCOL, "metaworld": 4}
+    assert card_episodes(tmp_path) == {**DEFAULT_PROTOCOL, "metaworld": 4}

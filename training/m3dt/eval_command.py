@@ -36,7 +36,7 @@ DEFAULT_PROTOCOL = {"metaworld": 1, "point-robot": 3, "seed": 10_000}
 """Episodes per task family and evaluation seed when neither a flag nor the card gives them."""
 
 
-def card_protocol(checkpoint: Path) -> dict[str, int]:
+def card_episodes(checkpoint: Path) -> dict[str, int]:
     """The episodes per family and the seed the card's metrics were measured with (defaults for the rest)."""
     recorded = read_card(checkpoint).get("metrics", {}).get("episodes", {})
     return {key: int(recorded.get(key, value)) for key, value in DEFAULT_PROTOCOL.items()}
@@ -45,7 +45,7 @@ def card_protocol(checkpoint: Path) -> dict[str, int]:
 def run_m3dt_eval(args: argparse.Namespace) -> int:
     """Evaluate M3DT checkpoints, print the mean score over tasks, write JSON, maybe update the card."""
     checkpoints = [Path(args.checkpoint), *map(Path, args.compare)]
-    recorded = card_protocol(checkpoints[0])
+    recorded = card_episodes(checkpoints[0])
     mw_episodes = recorded["metaworld"] if args.mw_episodes is None else args.mw_episodes
     point_episodes = recorded["point-robot"] if args.point_episodes is None else args.point_episodes
     seed = recorded["seed"] if args.seed is None else args.seed
