@@ -127,15 +127,15 @@ class SlotWindow:
             held[slot - self.start] = b
         return held
 
-    def read(self, x: Tensor, length: int, out: Tensor | None = None) -> Tensor:
-        """One layer's keys or values (S, H, cap, Dh) -> the window's first ``length`` positions
-        (R, H, length, Dh): a view of the cache, or the gathered rows (into ``out``, a contiguous
-        (R, H, length, Dh) workspace, when given: `KVCache.gather_workspace`)."""
+    def read(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """Per-slot tensor (S, ...) -> the window's rows (R, ...): a view of the cache, or the gathered
+        rows (into ``out``, a contiguous workspace of that shape, when given:
+        `KVCache.gather_workspace`)."""
         if self.gather is not None:
             if out is not None:
-                return torch.index_select(x[:, :, :length], 0, self.gather, out=out)
-            return x[:, :, :length].index_select(0, self.gather)
-        return x[self.start : self.stop, :, :length]
+                return torch.index_select(x, 0, self.gather, out=out)
+            return x.index_select(0, self.gather)
+        return x[self.start : self.stop]
 
     def place_rows(self, x: Tensor) -> Tensor:
         """Batch rows (B, ...) -> window rows (R, ...), zeros on padding rows."""
@@ -176,11 +176,15 @@ class ReadCounts:
 
 
 class KVCache:
-    """Keys/values (L, S, H, max_tokens + 1, Dh); the last position is scratch for padding writes.
+    """Keys (L, S, H, Dh, max_tokens + 1) and values (L, S, H, max_tokens + 1, Dh); the last position
+    is scratch for padding writes.
 
     Heads come before positions so that a slot's keys for one head are contiguous, and slots are
     the outer dimension so that a range of slots is one strided view: a decode step attends over
-    its slots where they lie (`SlotWindow`). ``reads`` counts how its steps read them."""
+    its slots where they lie (`SlotWindow`). Keys are stored transposed, positions last, so that a
+    decode step's scores are a plain product q @ K (measured on a CPU, 32 rows of 1,200 cached
+    tokens, 3 queries each: 0.66 ms per layer against 1.66 ms through K's transpose). ``reads``
+    counts how its steps read them."""
 
     def __init__(
         self,
@@ -197,9 +201,9 @@ class KVCache:
         self.num_slots = num_slots
         self.max_tokens = int(max_tokens or config.max_context_tokens)
         head_dim = config.d_model // config.n_heads
-        shape = (config.n_layers, num_slots, config.n_heads, self.max_tokens + 1, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        slots = (config.n_layers, num_slots, config.n_heads)
+        self.keys = torch.zeros((*slots, head_dim, self.max_tokens + 1), device=device, dtype=dtype)
+        self.values = torch.zeros((*slots, self.max_tokens + 1, head_dim), device=device, dtype=dtype)
         self.route_sums = {
             layer: torch.zeros(num_slots, config.d_model, device=device, dtype=torch.float32)
             for layer in route_layers
@@ -220,7 +224,8 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in held)
 
     def gather_workspace(self, rows: int, length: int) -> tuple[Tensor, Tensor]:
-        """Two contiguous (rows, H, length, Dh) views, for one layer's gathered keys and values.
+        """Two contiguous views, keys (rows, H, Dh, length) and values (rows, H, length, Dh), for one
+        layer's gathered keys and values.
 
         A step that gathers its rows (`SlotWindow.read`) copies them here instead of into new
         tensors: every layer of every such step reuses the same memory, where a fresh allocation of
@@ -228,16 +233,18 @@ class KVCache:
         their own and unmaps them when freed, `server.allocator`). The workspace grows to the
         largest gathered batch and stays: at most one layer's keys and values of ``num_slots``
         slots. A view is valid until the next call."""
-        _, _, heads, positions, head_dim = self.keys.shape
+        _, _, heads, positions, head_dim = self.values.shape
         need = rows * heads * positions * head_dim
         if self._workspace is None or self._workspace[0].numel() < need:
             self._workspace = (
                 torch.empty(need, dtype=self.keys.dtype, device=self.device),
                 torch.empty(need, dtype=self.values.dtype, device=self.device),
             )
-        shape = (rows, heads, length, head_dim)
         size = rows * heads * length * head_dim
-        return self._workspace[0][:size].view(shape), self._workspace[1][:size].view(shape)
+        return (
+            self._workspace[0][:size].view(rows, heads, head_dim, length),
+            self._workspace[1][:size].view(rows, heads, length, head_dim),
+        )
 
     @staticmethod
     def bytes_per_slot(config: CacheLayout, max_tokens: int, dtype: torch.dtype = torch.float32) -> int:
@@ -266,8 +273,8 @@ class KVCache:
         length = max(self.lengths[s] for s in sources)
         src = torch.tensor(list(sources), device=self.device)
         dst = torch.tensor(list(targets), device=self.device)
-        for cached in (self.keys, self.values):  # (L, S, H, cap, Dh)
-            cached[:, dst, :, :length] = cached[:, src, :, :length]
+        self.keys[:, dst, ..., :length] = self.keys[:, src, ..., :length]  # (L, S, H, Dh, cap)
+        self.values[:, dst, :, :length] = self.values[:, src, :, :length]  # (L, S, H, cap, Dh)
         for sums in self.route_sums.values():  # (S, d)
             sums[dst] = sums[src]
         for s, t in zip(sources, targets, strict=True):

@@ -41,14 +41,15 @@ def _two_part_attention(
 ) -> Tensor:
     """Softmax attention over cached and new keys without joining them.
 
-    q, new_k, new_v (B, H, k, Dh); cache_k, cache_v (B, H, cap, Dh); cached (B, 1, 1, cap) bool
-    visible cached positions; new_mask (k, k) bool visible new positions -> (B, H, k, Dh).
+    q, new_k, new_v (B, H, k, Dh); cache_k (B, H, Dh, cap), cache_v (B, H, cap, Dh); cached
+    (B, 1, 1, cap) bool visible cached positions; new_mask (k, k) bool visible new positions
+    -> (B, H, k, Dh).
     """
     q = q * (1.0 / math.sqrt(q.shape[-1]))
-    s_cache = (q @ cache_k.transpose(-1, -2)).masked_fill(~cached, float("-inf"))  # (B, H, k, cap)
+    s_cache = (q @ cache_k).masked_fill(~cached, float("-inf"))  # (B, H, k, cap)
     s_new = (q @ new_k.transpose(-1, -2)).masked_fill(~new_mask, float("-inf"))  # (B, H, k, k)
     p = torch.softmax(torch.cat([s_cache, s_new], -1), -1)  # (B, H, k, cap + k)
-    cap = cache_k.shape[2]
+    cap = cache_v.shape[2]
     return p[..., :cap] @ cache_v + p[..., cap:] @ new_v
 
 
@@ -83,7 +84,7 @@ class FusedStep(nn.Module):
         reward: Tensor,
         timestep: Tensor,
     ) -> tuple[Tensor, ...]:
-        """cache_k, cache_v (L, B, H, cap, Dh) the rows' slots; sums (n_task, B, d) running task-router
+        """cache_k (L, B, H, Dh, cap), cache_v (L, B, H, cap, Dh) the rows' slots; sums (n_task, B, d) running task-router
         sums; lengths (B,) cached tokens; kind, reward, timestep (B, k), obs (B, k, obs_dim),
         action (B, k) or (B, k, act_dim) -> (head at the last token (B, width), new keys and values
         (L, B, H, k, Dh), new sums (n_task, B, d), then per MoE layer its token gates (B*k, E) and
@@ -94,7 +95,7 @@ class FusedStep(nn.Module):
         tokens = TokenBatch(kind, obs, action, reward, timestep, valid, self.query_flags[None].expand(b, k))
         prev = {layer: sums[n] for n, layer in enumerate(p.task_layers)}
         ctx = p._context(tokens, lengths, prev)
-        cap = cache_k.shape[3]
+        cap = cache_v.shape[3]
         cached = (torch.arange(cap, device=kind.device)[None, :] < lengths[:, None])[:, None, None]
         x = p.embed(tokens)  # (B, k, d)
         new_k: list[Tensor] = []
@@ -190,8 +191,8 @@ class CompiledDecoder:
         )  # (n_task, 1, d)
         lengths = torch.tensor([cache.lengths[slot]], device=cache.device)
         return (
-            cache.keys[:, slot : slot + 1],  # (L, 1, H, cap, Dh) views of the slot, no copy
-            cache.values[:, slot : slot + 1],
+            cache.keys[:, slot : slot + 1],  # (L, 1, H, Dh, cap) views of the slot, no copy
+            cache.values[:, slot : slot + 1],  # (L, 1, H, cap, Dh)
             sums,
             lengths,
             tokens.kind,
@@ -217,7 +218,9 @@ class CompiledDecoder:
         head, new_k, new_v, new_sums, *stats = self.runner(*self._inputs(cache, slot, tokens))
         start = cache.lengths[slot]
         span = slice(start, start + self.n_commit)
-        cache.keys[:, slot, :, span] = new_k[:, 0, :, : self.n_commit].to(cache.keys.dtype)
+        cache.keys[:, slot, ..., span] = (
+            new_k[:, 0, :, : self.n_commit].transpose(-1, -2).to(cache.keys.dtype)
+        )
         cache.values[:, slot, :, span] = new_v[:, 0, :, : self.n_commit].to(cache.values.dtype)
         for n, layer in enumerate(self.policy.task_layers):
             cache.route_sums[layer][slot : slot + 1] = new_sums[n]

@@ -194,7 +194,7 @@ def test_a_moved_slot_holds_what_it_held_and_its_source_is_empty():
     sums = {layer: s.clone() for layer, s in cache.route_sums.items()}
     cache.move([0, 2], [3, 1])
     assert cache.lengths == [0, 3, 0, 5]
-    assert torch.equal(cache.keys[:, 3, :, :5], keys[:, 0, :, :5])
+    assert torch.equal(cache.keys[:, 3, ..., :5], keys[:, 0, ..., :5])  # keys: positions last
     assert torch.equal(cache.values[:, 1, :, :3], values[:, 2, :, :3])
     for layer, s in cache.route_sums.items():
         assert torch.equal(s[3], sums[layer][0]) and torch.equal(s[1], sums[layer][2])
@@ -209,10 +209,12 @@ def test_gathering_steps_reuse_one_workspace_sized_by_the_largest_batch():
     cache = policy.new_cache(num_slots=10, max_tokens=32)
     before = cache.nbytes
     keys, values = cache.gather_workspace(3, 12)
-    assert keys.shape == values.shape == (3, config.n_heads, 12, config.d_model // config.n_heads)
+    head_dim = config.d_model // config.n_heads
+    assert keys.shape == (3, config.n_heads, head_dim, 12)  # keys: positions last
+    assert values.shape == (3, config.n_heads, 12, head_dim)
     assert keys.is_contiguous() and values.is_contiguous()
     grown = cache.nbytes - before
-    assert grown == 2 * keys[:, :, :1].numel() * 33 * keys.element_size()  # 3 rows of max_tokens + 1
+    assert grown == 2 * values[:, :, :1].numel() * 33 * keys.element_size()  # 3 rows of max_tokens + 1
     again, _ = cache.gather_workspace(2, 30)  # fewer rows: the same memory
     assert again.data_ptr() == keys.data_ptr() and cache.nbytes - before == grown
     seqs = [random_steps(config, 4, seed=s) for s in range(3)]

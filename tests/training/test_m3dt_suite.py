@@ -4,6 +4,7 @@ and evaluation of a tiny checkpoint through the serving engine."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +225,50 @@ def test_eval_replays_the_episodes_and_seed_the_card_records(tmp_path):
     assert card_episodes(tmp_path) == {"metaworld": 2, "point-robot": 5, "seed": 77}
     (tmp_path / "card.json").write_text(json.dumps({"metrics": {"episodes": {"metaworld": 4}}}))
     assert card_episodes(tmp_path) == {**DEFAULT_PROTOCOL, "metaworld": 4}
+
+
+def test_a_run_starts_from_another_runs_stage_one(point_suite, tmp_path):
+    """An expert-count sweep shares stage 1: a run with ``backbone_from`` continues exactly as the
+    source run would have, and a run with another number of experts keeps the source's backbone."""
+    overrides = [f"dataset={point_suite}", *TINY]
+    source = load_m3dt_config("m3dt-8", [*overrides, f"out={tmp_path / 'a'}"])
+    train_m3dt(source, progress=False, stop_after=4)
+    stage1 = tmp_path / "stage1"
+    shutil.copytree(tmp_path / "a" / "last", stage1)
+    train_m3dt(source, progress=False)  # the uninterrupted run
+    same = load_m3dt_config("m3dt-8", [*overrides, f"out={tmp_path / 'b'}", f"backbone_from={stage1}"])
+    result = train_m3dt(same, progress=False)
+    assert result.steps == 12
+    a, b = M3DTPolicy.from_pretrained(tmp_path / "a" / "final"), M3DTPolicy.from_pretrained(result.final_dir)
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    assert read_card(result.final_dir)["training"]["config"]["backbone_from"] == str(stage1)
+
+    wider = [*overrides, f"out={tmp_path / 'c'}", f"backbone_from={stage1}", "model.n_experts=5"]
+    c = M3DTPolicy.from_pretrained(train_m3dt(load_m3dt_config("m3dt-8", wider), progress=False).final_dir)
+    assert c.config.n_experts == 5
+    assert _same(_parts(M3DTPolicy.from_pretrained(stage1))["backbone"], _parts(c)["backbone"])
+
+    for bad, match in [
+        ("backbone_steps=3", "end of stage 1"),
+        ("seed=1", "seed"),
+        ("model.d_model=32", "different backbone"),
+    ]:
+        cfg = load_m3dt_config(
+            "m3dt-8", [*overrides, f"out={tmp_path / 'd'}", f"backbone_from={stage1}", bad]
+        )
+        with pytest.raises(ValueError, match=match):
+            train_m3dt(cfg, progress=False)
+    cfg = load_m3dt_config("m3dt-8", [*overrides, f"out={tmp_path / 'e'}", f"backbone_from={tmp_path}"])
+    with pytest.raises(ValueError, match="no resumable run state"):
+        train_m3dt(cfg, progress=False)
+
+
+def test_train_command_says_where_a_stopped_run_left_its_state(point_suite, tmp_path, capsys):
+    args = ["train", "--no-progress", "--config", "m3dt-8", "--stop-after", "4"]
+    args += [f"dataset={point_suite}", f"out={tmp_path / 'run'}", *TINY]
+    assert main(args) == 0
+    assert "stopped at step 4 (" in capsys.readouterr().out
+    assert main(args[:4] + args[6:]) == 0  # resumed to the end
+    assert f"final checkpoint: {tmp_path / 'run' / 'final'} (12 steps" in capsys.readouterr().out

@@ -41,6 +41,12 @@ class M3DTTrainConfig:
     """Stage 2: optimiser steps training one expert per task group on its group (backbone frozen)."""
     router_steps: int = 500
     """Stage 3: optimiser steps of the routers on all tasks (backbone and experts frozen)."""
+    backbone_from: str = ""
+    """Start at stage 2 from another run's stage 1: the resumable state (``OUT/last``) of a run of the
+    same seed, backbone and ``backbone_steps`` that stopped at the end of stage 1 (``t2mir train
+    --stop-after BACKBONE_STEPS``). Its backbone, sampling and RNG state carry over, so the run is
+    the one that would have followed without the stop, whatever the number of experts; this is how
+    an expert-count sweep shares one stage 1 per seed. Empty: train stage 1 here."""
     grouping: Grouping = "gradient"
     """Stage 2 task grouping: 'gradient' (k-means over gradient-conflict vectors) or 'random'."""
     grouping_batches: int = 4

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from t2mir_model import EXPERTS, ROUTER, M3DTPolicy
+from t2mir_model import EXPERTS, ROUTER, M3DTPolicy, read_card
 
 from .config import M3DTTrainConfig
 from .dataset import SuiteData, load_suite, sample_batch, shipped_prompt
@@ -141,6 +141,34 @@ def compute_groups(
     return groups
 
 
+def start_from_backbone(policy: M3DTPolicy, source: Path, cfg: M3DTTrainConfig) -> tuple[int, dict[str, Any]]:
+    """Load the backbone of ``source``, a run's resumable state at the end of its stage 1
+    (`M3DTTrainConfig.backbone_from`), into ``policy``; set torch's RNG to the source's. Returns
+    the step to continue from (``cfg.backbone_steps``) and the source's numpy RNG state."""
+    if not (source / TRAINER_JSON).exists():
+        raise ValueError(f"backbone_from: {source} holds no resumable run state ({TRAINER_JSON})")
+    meta = json.loads((source / TRAINER_JSON).read_text())
+    if meta["stage"] != 0 or meta["step"] != cfg.backbone_steps:
+        raise ValueError(
+            f"backbone_from: {source} stopped at step {meta['step']} (stage {meta['stage'] + 1}); "
+            f"it must hold the end of stage 1, step backbone_steps = {cfg.backbone_steps}"
+        )
+    saved = read_card(source)["training"]["config"]
+    for key in ("seed", "dataset", "max_tasks", "batch_size"):
+        if saved[key] != getattr(cfg, key):
+            raise ValueError(
+                f"backbone_from: {source} was trained with {key} = {saved[key]!r}, not {getattr(cfg, key)!r}"
+            )
+    state = M3DTPolicy.from_pretrained(source).state_dict()
+    backbone = {name: tensor for name, tensor in state.items() if part_of(name) == "backbone"}
+    own = {name for name in policy.state_dict() if part_of(name) == "backbone"}
+    if set(backbone) != own or any(backbone[n].shape != policy.state_dict()[n].shape for n in own):
+        raise ValueError(f"backbone_from: {source} has a different backbone from this run's model")
+    policy.load_state_dict(backbone, strict=False)
+    torch.set_rng_state(torch.load(source / TRAINER_TENSORS, weights_only=True)["torch_rng"])
+    return meta["step"], meta["numpy_rng"]
+
+
 def _save_state(
     directory: Path,
     policy: M3DTPolicy,
@@ -197,6 +225,9 @@ def train_m3dt(
         tensors = torch.load(last / TRAINER_TENSORS, weights_only=True)
         torch.set_rng_state(tensors["torch_rng"])
         opt_state = tensors["optimizer"]
+    if cfg.backbone_from and step == 0:
+        step, rng_state = start_from_backbone(policy, Path(cfg.backbone_from), cfg)
+        rng.bit_generator.state = rng_state
     base_card = {
         "training": {"command": command, "config": cfg.to_dict()},
         "data": {"dataset": cfg.dataset, "dataset_sha256": data.manifest_sha256, "n_tasks": data.n_tasks},

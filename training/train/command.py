@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from t2mir_model import ConfigError
 from training.m3dt.config import is_m3dt_config, load_m3dt_config
@@ -44,8 +45,15 @@ def run_m3dt(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
         command=command,
     )
-    print(f"final checkpoint: {result.final_dir} ({result.steps} steps, {result.wall_seconds:.0f} s)")
+    print(_where(result.final_dir, result.steps, result.wall_seconds))
     return 0
+
+
+def _where(final_dir: Path, steps: int, seconds: float) -> str:
+    """Where a run left its model: the final checkpoint, or (stopped early) the resumable state."""
+    if final_dir.name == "final" and final_dir.exists():
+        return f"final checkpoint: {final_dir} ({steps} steps, {seconds:.0f} s)"
+    return f"stopped at step {steps} ({seconds:.0f} s); resumable state: {final_dir.parent / 'last'}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         config, resume=not args.no_resume, progress=not args.no_progress, stop_after=args.stop_after
     )
-    line = f"final checkpoint: {result.final_dir} ({result.steps} steps, {result.wall_seconds:.0f} s)"
+    line = _where(result.final_dir, result.steps, result.wall_seconds)
     if result.eval is not None:
         line += f"; held-out last-episode mean return {result.eval.last_mean:.2f}"
     print(line)
