@@ -17,6 +17,7 @@ from training.m3dt.collect import SuiteCollectConfig, collect_suite
 from training.m3dt.config import load_m3dt_config
 from training.m3dt.dataset import load_suite, sample_batch
 from training.m3dt.eval_command import DEFAULT_PROTOCOL, card_episodes
+from training.m3dt.suite import TaskRunner, suite_tasks
 from training.m3dt.trainer import TRAINER_TENSORS, lr_at, part_of, train_m3dt, zero_expert_outputs
 
 TINY = [
@@ -272,3 +273,21 @@ def test_train_command_says_where_a_stopped_run_left_its_state(point_suite, tmp_
     assert "stopped at step 4 (" in capsys.readouterr().out
     assert main(args[:4] + args[6:]) == 0  # resumed to the end
     assert f"final checkpoint: {tmp_path / 'run' / 'final'} (12 steps" in capsys.readouterr().out
+
+
+def test_fresh_metaworld_goals_and_starts_follow_the_runners_seed():
+    """Meta-World 3's reset ignores its seed argument: a test-split runner seeds the simulator
+    itself, so the same seed gives the same goals and episodes in any process (here: two runners
+    in one process, whose simulators would otherwise draw from unrelated streams)."""
+    task = suite_tasks(n_metaworld=1, n_point=0)[0]
+    firsts, trajectories = [], []
+    for seed in (7, 7, 8):
+        runner = TaskRunner(task, "test", seed)
+        runner.reseed(seed)
+        firsts.append(runner.reset(0))
+        trajectories.append(
+            [runner.step(np.full(task.act_width, 0.3, dtype=np.float32))[0] for _ in range(5)]
+        )
+        runner.close()
+    assert np.array_equal(firsts[0], firsts[1]) and np.array_equal(trajectories[0][-1], trajectories[1][-1])
+    assert not np.array_equal(firsts[0][-3:], firsts[2][-3:])  # another seed: another goal

@@ -118,7 +118,8 @@ class TaskRunner:
         runner's random stream: the test goals, disjoint from the ML1 train goals of collection."""
         env = self._env
         env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
-        env.reset(seed=int(self.rng.integers(2**31)))
+        env.seed(int(self.rng.integers(2**31)))  # Meta-World 3's reset ignores its seed argument
+        env.reset()
         return self._observable(np.array(env._last_rand_vec))
 
     def reseed(self, seed: int) -> None:
@@ -136,7 +137,8 @@ class TaskRunner:
             self._position = self.rng.uniform(-0.1, 0.1, size=2)
             return self._position.astype(np.float32)
         self._env.set_task(self._goals[goal % len(self._goals)] if self._goals else self._fresh_goal())
-        obs, _ = self._env.reset(seed=int(self.rng.integers(2**31)))
+        self._env.seed(int(self.rng.integers(2**31)))
+        obs, _ = self._env.reset()
         return np.asarray(obs, dtype=np.float32)
 
     def expert(self, obs: np.ndarray, noise: bool = True) -> np.ndarray:
