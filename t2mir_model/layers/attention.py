@@ -1,4 +1,5 @@
-"""Causal multi-head self-attention, full-sequence and KV-cached, through SDPA (or flash-attn on CUDA).
+"""Causal multi-head self-attention: full-sequence through SDPA (or flash-attn on CUDA); KV-cached
+decode steps through two matrix products (`FEW_QUERIES`), longer cached steps through SDPA.
 
 Masks are boolean, ``True`` = may attend. The full-sequence mask and the cached-step mask express the
 same rule, so cached decoding equals the full forward:
@@ -67,8 +68,8 @@ def cached_attention_mask(
 FEW_QUERIES = 8
 """Most new tokens per row that a cached step attends to with plain matrix products (a decode step:
 3 for AD, 1 for DPT); longer steps (a context rebuilt at once) go through SDPA, which never holds
-the (k, kv) scores. Measured on a CPU (1 thread, 32 rows of 1,200 cached tokens, one layer): the
-products cost 1.2 / 3.2 / 4.2 / 6.1 / 17 ms for 1 / 3 / 8 / 12 / 16 new tokens per row, SDPA with
+the (k, kv) scores. One layer on a CPU (1 thread, 32 rows of 1,200 cached tokens, one run): the
+products took 1.2 / 3.2 / 4.2 / 6.1 / 17 ms for 1 / 3 / 8 / 12 / 16 new tokens per row, SDPA with
 the step's additive mask 4.7 / 5.9 / 6.2 / 7.4 / 7.5 ms."""
 
 
@@ -83,10 +84,10 @@ class CachedStep:
     window: SlotWindow  # the slot rows attention reads, in place where the batch is packed
     kv_len: int  # positions read: the longest row's length after the step
     mask: Tensor  # (R, 1, k, kv_len) additive (0 / -inf) over the window's rows
-    gathered: tuple[Tensor, Tensor] | None = (
-        None  # keys (R, H, Dh, kv_len), values (R, H, kv_len, Dh): where a gathering
-    )
-    # window copies one layer's keys and values (`KVCache.gather_workspace`); None: new tensors
+    scores: Tensor | None = None  # (R, H, k, kv_len): a decode step's attention scores, every layer
+    # in turn (one buffer per step, not three per layer); None: a longer step, attended through SDPA
+    gathered: tuple[Tensor, Tensor] | None = None  # where a gathering window copies one layer's keys
+    # (R, H, Dh, kv_len) and values (R, H, kv_len, Dh) (`KVCache.gather_workspace`); None: new tensors
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,9 +157,13 @@ class CausalSelfAttention(nn.Module):
         if keys.dtype != q.dtype:
             keys, values = keys.to(q.dtype), values.to(q.dtype)
         queries = step.window.place_rows(q.transpose(1, 2))  # (R, H, k, Dh)
-        if x.shape[1] <= FEW_QUERIES:
-            scores = torch.matmul(queries * self.head_dim**-0.5, keys)  # (R, H, k, kv)
-            y = torch.matmul(torch.softmax(scores + step.mask, dim=-1), values)  # (R, H, k, Dh)
+        if step.scores is not None:  # a decode step: two products, the scores in the step's buffer
+            scores = torch.matmul(queries * self.head_dim**-0.5, keys, out=step.scores).add_(step.mask)
+            if scores.dtype == torch.float32:
+                probs = torch.softmax(scores, dim=-1, out=scores)  # (R, H, k, kv)
+            else:  # half precision: normalise in fp32, as SDPA's fused kernels do
+                probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+            y = torch.matmul(probs, values)  # (R, H, k, Dh)
         else:
             keys = keys.transpose(-1, -2).contiguous()  # (R, H, kv, Dh): SDPA took 4x longer on the view
             y = F.scaled_dot_product_attention(queries, keys, values, attn_mask=step.mask)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..layers.attention import CachedStep, cached_attention_mask, full_attention_mask
+from ..layers.attention import FEW_QUERIES, CachedStep, cached_attention_mask, full_attention_mask
 from ..layers.kv_cache import KVCache, SlotIndex, SlotWindow, StepRow
 from .blocks import BlockContext, MoELayer, TransformerBlock
 from .configuration import T2MIRConfig
@@ -212,12 +212,14 @@ class T2MIRPolicy(nn.Module):
         else:
             slot_b, lengths_b, _, n_tokens_b = window.take_rows(facts).unbind(1)  # (B,) each
         index = SlotIndex(slot_b, tuple(slots))
+        heads = cache.values.shape[2]
+        scores = mask.new_empty(window.rows, heads, k, kv_len) if k <= FEW_QUERIES else None  # (R, H, k, kv)
         if len(rows) == 1 and rows[0].n_tokens == k:  # one unpadded row: a contiguous run of positions
-            return CachedStep(index, lengths_b, lengths[0], window, kv_len, mask)
+            return CachedStep(index, lengths_b, lengths[0], window, kv_len, mask, scores)
         steps = torch.arange(k, device=device)[None, :]  # (1, k)
         write_pos = torch.where(steps < n_tokens_b[:, None], lengths_b[:, None] + steps, cache.max_tokens)
         gathered = cache.gather_workspace(window.rows, kv_len) if window.gather is not None else None
-        return CachedStep(index, lengths_b, write_pos, window, kv_len, mask, gathered)
+        return CachedStep(index, lengths_b, write_pos, window, kv_len, mask, scores, gathered)
 
     def decode(self, cache: KVCache, rows: Sequence[StepRow], tokens: TokenBatch) -> DecodeOutput:
         """Append tokens to cached slots and read the head at every new token.

@@ -253,8 +253,9 @@ def test_a_run_starts_from_another_runs_stage_one(point_suite, tmp_path):
 
     for bad, match in [
         ("backbone_steps=3", "end of stage 1"),
-        ("seed=1", "seed"),
-        ("model.d_model=32", "different backbone"),
+        ("seed=1", "settings: seed"),
+        ("lr=0.01", "settings: lr"),
+        ("model.d_model=32", "settings: model.d_model"),
     ]:
         cfg = load_m3dt_config(
             "m3dt-8", [*overrides, f"out={tmp_path / 'd'}", f"backbone_from={stage1}", bad]
@@ -264,6 +265,18 @@ def test_a_run_starts_from_another_runs_stage_one(point_suite, tmp_path):
     cfg = load_m3dt_config("m3dt-8", [*overrides, f"out={tmp_path / 'e'}", f"backbone_from={tmp_path}"])
     with pytest.raises(ValueError, match="no resumable run state"):
         train_m3dt(cfg, progress=False)
+    inside = load_m3dt_config("m3dt-8", [*overrides, f"out={tmp_path}", f"backbone_from={stage1}"])
+    with pytest.raises(ValueError, match="inside this run's directory"):
+        train_m3dt(inside, progress=False)
+    with pytest.raises(ConfigError, match="dense"):
+        load_m3dt_config(
+            "m3dt-dense-active", [*overrides, "expert_steps=0", "router_steps=0", f"backbone_from={stage1}"]
+        )
+    # a run directory holding a stage 1 of its own is not silently continued from it
+    own = [*overrides, f"out={tmp_path / 'f'}"]
+    train_m3dt(load_m3dt_config("m3dt-8", own), progress=False, stop_after=2)
+    with pytest.raises(ValueError, match="stage 1 of this run's own"):
+        train_m3dt(load_m3dt_config("m3dt-8", [*own, f"backbone_from={stage1}"]), progress=False)
 
 
 def test_train_command_says_where_a_stopped_run_left_its_state(point_suite, tmp_path, capsys):

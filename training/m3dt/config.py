@@ -93,6 +93,8 @@ class M3DTTrainConfig:
             raise ConfigError("backbone_steps", "must be >= 1")
         if not self.model.moe and (self.expert_steps or self.router_steps):
             raise ConfigError("expert_steps", "a dense model (model.moe = false) trains stage 1 only")
+        if not self.model.moe and self.backbone_from:
+            raise ConfigError("backbone_from", "a dense model (model.moe = false) trains stage 1 only")
         if self.grouping not in ("gradient", "random"):
             raise ConfigError("grouping", f"must be 'gradient' or 'random', got {self.grouping!r}")
         if self.router_lr < 0:

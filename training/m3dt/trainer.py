@@ -44,7 +44,7 @@ STAGES = ("backbone", "experts", "routers")
 
 @dataclass
 class M3DTTrainResult:
-    """Where the final checkpoint went and what the run did."""
+    """Where the run left its model (``OUT/final``, or ``OUT/last`` when stopped early) and what it did."""
 
     final_dir: Path
     steps: int
@@ -141,29 +141,43 @@ def compute_groups(
     return groups
 
 
-def start_from_backbone(policy: M3DTPolicy, source: Path, cfg: M3DTTrainConfig) -> tuple[int, dict[str, Any]]:
+STAGE_ONE_FIELDS = ("seed", "max_tasks", "batch_size", "backbone_steps", "lr", "weight_decay", "warmup_steps")
+"""Training settings that shape stage 1, which a run starting from another's stage 1 must share."""
+MOE_FIELDS = ("moe", "n_experts", "router_hidden", "top_k")
+"""Model settings outside the backbone: the only ones such a run may change."""
+
+
+def start_from_backbone(
+    policy: M3DTPolicy, source: Path, cfg: M3DTTrainConfig, dataset_sha256: str
+) -> tuple[int, dict[str, Any]]:
     """Load the backbone of ``source``, a run's resumable state at the end of its stage 1
     (`M3DTTrainConfig.backbone_from`), into ``policy``; set torch's RNG to the source's. Returns
-    the step to continue from (``cfg.backbone_steps``) and the source's numpy RNG state."""
+    the step to continue from (``cfg.backbone_steps``) and the source's numpy RNG state. Refuses a
+    source trained on other data or with other stage-1 or backbone settings."""
     if not (source / TRAINER_JSON).exists():
         raise ValueError(f"backbone_from: {source} holds no resumable run state ({TRAINER_JSON})")
+    if source.resolve().is_relative_to(Path(cfg.out).resolve()):
+        raise ValueError(f"backbone_from: {source} lies inside this run's directory {cfg.out}")
     meta = json.loads((source / TRAINER_JSON).read_text())
     if meta["stage"] != 0 or meta["step"] != cfg.backbone_steps:
         raise ValueError(
             f"backbone_from: {source} stopped at step {meta['step']} (stage {meta['stage'] + 1}); "
             f"it must hold the end of stage 1, step backbone_steps = {cfg.backbone_steps}"
         )
-    saved = read_card(source)["training"]["config"]
-    for key in ("seed", "dataset", "max_tasks", "batch_size"):
-        if saved[key] != getattr(cfg, key):
-            raise ValueError(
-                f"backbone_from: {source} was trained with {key} = {saved[key]!r}, not {getattr(cfg, key)!r}"
-            )
+    card = read_card(source)
+    saved, own = card["training"]["config"], cfg.to_dict()
+    differ = [key for key in STAGE_ONE_FIELDS if saved.get(key) != own[key]]
+    differ += [
+        f"model.{key}"
+        for key in own["model"]
+        if key not in MOE_FIELDS and saved["model"].get(key) != own["model"][key]
+    ]
+    if card["data"].get("dataset_sha256") != dataset_sha256:
+        differ.append("dataset (manifest hash)")
+    if differ:
+        raise ValueError(f"backbone_from: {source} was trained with other settings: {', '.join(differ)}")
     state = M3DTPolicy.from_pretrained(source).state_dict()
     backbone = {name: tensor for name, tensor in state.items() if part_of(name) == "backbone"}
-    own = {name for name in policy.state_dict() if part_of(name) == "backbone"}
-    if set(backbone) != own or any(backbone[n].shape != policy.state_dict()[n].shape for n in own):
-        raise ValueError(f"backbone_from: {source} has a different backbone from this run's model")
     policy.load_state_dict(backbone, strict=False)
     torch.set_rng_state(torch.load(source / TRAINER_TENSORS, weights_only=True)["torch_rng"])
     return meta["step"], meta["numpy_rng"]
@@ -226,8 +240,10 @@ def train_m3dt(
         torch.set_rng_state(tensors["torch_rng"])
         opt_state = tensors["optimizer"]
     if cfg.backbone_from and step == 0:
-        step, rng_state = start_from_backbone(policy, Path(cfg.backbone_from), cfg)
+        step, rng_state = start_from_backbone(policy, Path(cfg.backbone_from), cfg, data.manifest_sha256)
         rng.bit_generator.state = rng_state
+    elif cfg.backbone_from and step < cfg.backbone_steps:
+        raise ValueError(f"backbone_from: {last} holds a stage 1 of this run's own (step {step}); start over")
     base_card = {
         "training": {"command": command, "config": cfg.to_dict()},
         "data": {"dataset": cfg.dataset, "dataset_sha256": data.manifest_sha256, "n_tasks": data.n_tasks},
@@ -291,7 +307,8 @@ def train_m3dt(
             "wall_seconds": time.monotonic() - start,
         }
         policy.save_pretrained(final, card=card, prompts=prompts)
-    return M3DTTrainResult(final, step, time.monotonic() - start, groups)
+        return M3DTTrainResult(final, step, time.monotonic() - start, groups)
+    return M3DTTrainResult(last, step, time.monotonic() - start, groups)
 
 
 def _group_names(data: SuiteData, groups: list[int] | None) -> list[list[str]]:

@@ -38,13 +38,16 @@ def run_m3dt(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise SystemExit(f"t2mir train: {args.config}: {exc}") from None
     command = shlex.join(["t2mir", "train", "--config", str(args.config), *args.overrides])
-    result = train_m3dt(
-        config,
-        resume=not args.no_resume,
-        progress=not args.no_progress,
-        stop_after=args.stop_after,
-        command=command,
-    )
+    try:
+        result = train_m3dt(
+            config,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+            command=command,
+        )
+    except ValueError as exc:  # a run state that does not fit this config
+        raise SystemExit(f"t2mir train: {exc}") from None
     print(_where(result.final_dir, result.steps, result.wall_seconds))
     return 0
 
