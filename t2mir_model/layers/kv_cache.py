@@ -184,8 +184,7 @@ class KVCache:
     its slots where they lie (`SlotWindow`). Keys are stored transposed, positions last, so that a
     decode step's scores are a plain product q @ K (measured on a CPU, 32 rows of 1,200 cached
     tokens, 3 queries each: the product alone took 0.66 ms per layer against 1.66 ms through K's
-    transpose). ``reads``
-    counts how its steps read them."""
+    transpose). ``reads`` counts how its steps read them."""
 
     def __init__(
         self,
