@@ -53,4 +53,7 @@ def test_result_plots_read_eval_files(tmp_path):
     assert mean == 50.0 and abs(half - 4.303 * 10 / 3**0.5) < 1e-6
     main(["bars", str(tmp_path / "b.png"), f"A={','.join(paths)}", f"B={paths[0]}"])
     main(["sweep", str(tmp_path / "s.png"), f"M3DT@2={paths[0]}", f"M3DT@8={','.join(paths)}"])
-    assert (tmp_path / "b.png").stat().st_size > 0 and (tmp_path / "s.png").stat().st_size > 0
+    sweep = ["sweep", str(tmp_path / "r.png"), f"M3DT@2={paths[0]}", f"M3DT@32={','.join(paths)}"]
+    main([*sweep, "--reference", f"dense={','.join(paths)}", "--log2-x"])
+    for name in ("b.png", "s.png", "r.png"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -4,7 +4,8 @@ with a 95% t-interval over the seeds (none for a single seed).
 
     python -m training.m3dt.plots bars docs/m3dt_variants.png \\
         "M3DT-8=docs/evals/m3dt-8-s0.json" "Prompt-DT (active)=docs/evals/m3dt-dense-active-s0.json"
-    python -m training.m3dt.plots sweep docs/m3dt_experts.png --xlabel experts "M3DT@2=a.json" "M3DT@8=b.json"
+    python -m training.m3dt.plots sweep docs/m3dt_experts.png --xlabel experts "M3DT@2=a.json" "M3DT@8=b.json" \\
+        --reference "Prompt-DT (active)=c.json" --log2-x
 """
 
 from __future__ import annotations
@@ -40,18 +41,33 @@ def plot_bars(groups: dict[str, list[float]], png: str | Path, title: str) -> Pa
     return save_figure(fig, png)
 
 
-def plot_sweep(curves: dict[str, dict[float, list[float]]], png: str | Path, xlabel: str, title: str) -> Path:
-    """Score against a swept number, one line per label, 95% intervals over seeds."""
+def plot_sweep(
+    curves: dict[str, dict[float, list[float]]],
+    png: str | Path,
+    xlabel: str,
+    title: str,
+    references: dict[str, list[float]] | None = None,
+    log2_x: bool = False,
+) -> Path:
+    """Score against a swept number, one line per label, 95% intervals over seeds; each reference
+    (a model outside the sweep, e.g. a dense baseline) is a horizontal line with its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for label, points in curves.items():
         xs = sorted(points)
         stats = [mean_ci(points[x]) for x in xs]
         ax.errorbar(xs, [m for m, _ in stats], yerr=[h for _, h in stats], marker="o", capsize=3, label=label)
+    for n, (label, scores) in enumerate((references or {}).items()):
+        mean, half = mean_ci(scores)
+        color = f"C{len(curves) + n}"
+        ax.axhline(mean, color=color, linestyle="--", label=seeds_legend(label, len(scores)))
+        ax.axhspan(mean - half, mean + half, color=color, alpha=0.12)
+    if log2_x:
+        ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean score over tasks")
     ax.set_title(title)
@@ -67,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("groups", nargs="+", help="LABEL=JSON,... (bars) or LABEL@X=JSON,... (sweep)")
     parser.add_argument("--xlabel", default="experts per block")
     parser.add_argument("--title", default="M3DT suite")
+    parser.add_argument(
+        "--reference", action="append", default=[], help="sweep: LABEL=JSON,... drawn as a horizontal line"
+    )
+    parser.add_argument("--log2-x", action="store_true", help="sweep: a base-2 logarithmic x axis")
     args = parser.parse_args(argv)
     if args.kind == "bars":
         groups = {label: seed_scores(paths) for label, paths in map(labelled_group, args.groups)}
@@ -76,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     for label_x, paths in map(labelled_group, args.groups):
         label, _, x = label_x.rpartition("@")
         curves.setdefault(label, {})[float(x)] = seed_scores(paths)
-    print(plot_sweep(curves, args.png, args.xlabel, args.title))
+    references = {label: seed_scores(paths) for label, paths in map(labelled_group, args.reference)}
+    print(plot_sweep(curves, args.png, args.xlabel, args.title, references, args.log2_x))
 
 
 if __name__ == "__main__":
