@@ -68,6 +68,8 @@ def plot_sweep(
         ax.axhspan(mean - half, mean + half, color=color, alpha=0.12)
     if log2_x:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({x for points in curves.values() for x in points}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean score over tasks")
     ax.set_title(title)
