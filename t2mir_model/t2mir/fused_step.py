@@ -84,11 +84,12 @@ class FusedStep(nn.Module):
         reward: Tensor,
         timestep: Tensor,
     ) -> tuple[Tensor, ...]:
-        """cache_k (L, B, H, Dh, cap), cache_v (L, B, H, cap, Dh) the rows' slots; sums (n_task, B, d) running task-router
-        sums; lengths (B,) cached tokens; kind, reward, timestep (B, k), obs (B, k, obs_dim),
-        action (B, k) or (B, k, act_dim) -> (head at the last token (B, width), new keys and values
-        (L, B, H, k, Dh), new sums (n_task, B, d), then per MoE layer its token gates (B*k, E) and
-        its task logits and gates (B, k, E)), the last three only where the layer has that MoE."""
+        """cache_k (L, B, H, Dh, cap), cache_v (L, B, H, cap, Dh) the rows' slots; sums (n_task, B, d)
+        running task-router sums; lengths (B,) cached tokens; kind, reward, timestep (B, k), obs
+        (B, k, obs_dim), action (B, k) or (B, k, act_dim) -> (head at the last token (B, width), new
+        keys and values (L, B, H, k, Dh), new sums (n_task, B, d), then per MoE layer its token gates
+        (B*k, E) and its task logits and gates (B, k, E)), the last three only where the layer has
+        that MoE."""
         p = self.policy
         b, k = kind.shape
         valid = torch.ones_like(kind, dtype=torch.bool)

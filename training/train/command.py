@@ -52,11 +52,11 @@ def run_m3dt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _where(final_dir: Path, steps: int, seconds: float) -> str:
-    """Where a run left its model: the final checkpoint, or (stopped early) the resumable state."""
-    if final_dir.name == "final" and final_dir.exists():
-        return f"final checkpoint: {final_dir} ({steps} steps, {seconds:.0f} s)"
-    return f"stopped at step {steps} ({seconds:.0f} s); resumable state: {final_dir.parent / 'last'}"
+def _where(model_dir: Path, steps: int, seconds: float) -> str:
+    """Where a run left its model: ``OUT/final``, or ``OUT/last`` (the resumable state) when stopped early."""
+    if model_dir.name == "final":
+        return f"final checkpoint: {model_dir} ({steps} steps, {seconds:.0f} s)"
+    return f"stopped at step {steps} ({seconds:.0f} s); resumable state: {model_dir}"
 
 
 def run(args: argparse.Namespace) -> int:
